@@ -1,0 +1,131 @@
+// CPU kernels of the multi-step LIF op: all T steps per neuron in one pass
+// (forward), and the reverse-time BPTT recurrence with the reset detached
+// (backward). Neurons are independent, so the parallel loop is over neurons
+// and the time loop runs inside it.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "../common.h"
+
+namespace ottt {
+namespace {
+
+constexpr int64_t kGrain = 4096;
+
+void check_seq(const at::Tensor& x_seq, const char* name) {
+  TORCH_CHECK(x_seq.dim() >= 1, name, " must have a leading time dimension [T, ...], got a 0-d tensor");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_multistep_fwd_cpu(
+    const at::Tensor& x_in, const c10::optional<at::Tensor>& v0_in, double tau, double v_th,
+    c10::optional<double> v_reset, bool decay_input, c10::string_view surrogate, double alpha,
+    bool save_h) {
+  check_float(x_in, "x_seq");
+  check_seq(x_in, "x_seq");
+  check_neuron_args(tau, alpha);
+  parse_surrogate(std::string(surrogate));
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor v0 = contiguous_or_undefined(v0_in);
+  const int64_t T = x.size(0);
+  const int64_t n = T == 0 ? 0 : x.numel() / T;
+  const auto step_sizes = x.sizes().slice(1);
+  if (v0.defined()) {
+    TORCH_CHECK(v0.sizes() == step_sizes, "v0 must have the shape of one step of x_seq ", step_sizes,
+                ", got ", v0.sizes());
+    TORCH_CHECK(v0.scalar_type() == x.scalar_type() && v0.device() == x.device(),
+                "v0 must have the dtype and device of x_seq");
+  }
+  at::Tensor spike = at::empty_like(x);
+  // With T = 0 the last membrane is the initial one.
+  at::Tensor v_last = T > 0 ? at::empty(step_sizes, x.options())
+                            : (v0.defined() ? v0.clone() : at::zeros(step_sizes, x.options()));
+  at::Tensor h_seq = save_h ? at::empty_like(x) : at::empty({0}, x.options());
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lif_multistep_fwd_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const auto c = coeffs_from_args<opmath_t>(tau, v_th, v_reset, decay_input);
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* v0p = v0.defined() ? v0.data_ptr<scalar_t>() : nullptr;
+    scalar_t* sp = spike.data_ptr<scalar_t>();
+    scalar_t* hp = save_h ? h_seq.data_ptr<scalar_t>() : nullptr;
+    scalar_t* vlp = v_last.data_ptr<scalar_t>();
+    if (T == 0) return;
+    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        opmath_t v = v0p ? opmath_t(v0p[i]) : opmath_t(0);
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t k = t * n + i;
+          const opmath_t h = charge(c, v, opmath_t(xp[k]));
+          const opmath_t s = fire(c, h);
+          v = reset(c, h, s);
+          sp[k] = static_cast<scalar_t>(s);
+          if (hp) hp[k] = static_cast<scalar_t>(h);
+        }
+        vlp[i] = static_cast<scalar_t>(v);
+      }
+    });
+  });
+  return {spike, v_last, h_seq};
+}
+
+std::tuple<at::Tensor, at::Tensor> lif_multistep_bwd_cpu(
+    const at::Tensor& grad_in, const c10::optional<at::Tensor>& grad_v_last_in,
+    const at::Tensor& h_in, double tau, double v_th, c10::optional<double> v_reset, bool decay_input,
+    c10::string_view surrogate, double alpha) {
+  check_neuron_args(tau, alpha);
+  check_seq(h_in, "h_seq");
+  const Surrogate kind = parse_surrogate(std::string(surrogate));
+  const at::Tensor h = h_in.contiguous();
+  const at::Tensor g = grad_in.contiguous();
+  check_like(g, "grad_spike_seq", h, "h_seq");
+  const at::Tensor gvl = contiguous_or_undefined(grad_v_last_in);
+  const int64_t T = h.size(0);
+  const int64_t n = T == 0 ? 0 : h.numel() / T;
+  const auto step_sizes = h.sizes().slice(1);
+  if (gvl.defined())
+    TORCH_CHECK(gvl.sizes() == step_sizes, "grad_v_last must have the shape of one step ", step_sizes,
+                ", got ", gvl.sizes());
+  at::Tensor grad_x = at::empty_like(h);
+  at::Tensor grad_v0 = T == 0 && gvl.defined() ? gvl.clone() : at::empty(step_sizes, h.options());
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "lif_multistep_bwd_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const auto c = coeffs_from_args<opmath_t>(tau, v_th, v_reset, decay_input);
+    const opmath_t al = static_cast<opmath_t>(alpha);
+    const scalar_t* hp = h.data_ptr<scalar_t>();
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    const scalar_t* gvlp = gvl.defined() ? gvl.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gxp = grad_x.data_ptr<scalar_t>();
+    scalar_t* gv0p = grad_v0.data_ptr<scalar_t>();
+    if (T == 0) {
+      if (!gvlp) grad_v0.zero_();
+      return;
+    }
+    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        // grad_v: dL/dv[t], flowing back from step t+1 (and from v_last at t = T-1).
+        opmath_t grad_v = gvlp ? opmath_t(gvlp[i]) : opmath_t(0);
+        for (int64_t t = T - 1; t >= 0; --t) {
+          const int64_t k = t * n + i;
+          const opmath_t ht = opmath_t(hp[k]);
+          const opmath_t s = fire(c, ht);
+          const opmath_t grad_h =
+              opmath_t(gp[k]) * surrogate_grad(kind, ht - c.v_th, al) + grad_v * dreset_dh(c, s);
+          gxp[k] = static_cast<scalar_t>(grad_h * c.in_scale);
+          grad_v = grad_h * c.decay;
+        }
+        gv0p[i] = static_cast<scalar_t>(grad_v);
+      }
+    });
+  });
+  return {grad_x, grad_v0};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ottt_cuda, CPU, m) {
+  m.impl("lif_multistep_fwd", &lif_multistep_fwd_cpu);
+  m.impl("lif_multistep_bwd", &lif_multistep_bwd_cpu);
+}
+
+}  // namespace ottt

@@ -1,0 +1,99 @@
+// CPU kernels of the single-step LIF op (forward and surrogate backward).
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "../common.h"
+
+namespace ottt {
+namespace {
+
+constexpr int64_t kGrain = 32768;
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_step_fwd_cpu(
+    const at::Tensor& x_in, const c10::optional<at::Tensor>& v_in,
+    const c10::optional<at::Tensor>& trace_in, const c10::optional<at::Tensor>& mask_in,
+    double tau, double v_th, c10::optional<double> v_reset, bool decay_input, double trace_decay,
+    c10::string_view surrogate, double alpha, bool save_h) {
+  check_float(x_in, "x");
+  check_neuron_args(tau, alpha);
+  parse_surrogate(std::string(surrogate));
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor v = contiguous_or_undefined(v_in);
+  const at::Tensor tr = contiguous_or_undefined(trace_in);
+  const at::Tensor mask = contiguous_or_undefined(mask_in);
+  if (v.defined()) check_like(v, "v", x, "x");
+  if (tr.defined()) check_like(tr, "trace", x, "x");
+  if (mask.defined()) check_like(mask, "mask", x, "x");
+
+  at::Tensor spike = at::empty_like(x);
+  at::Tensor v_next = at::empty_like(x);
+  at::Tensor h_out = save_h ? at::empty_like(x) : at::empty({0}, x.options());
+  at::Tensor tr_next = tr.defined() ? at::empty_like(x) : at::empty({0}, x.options());
+  const int64_t n = x.numel();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lif_step_fwd_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const auto c = coeffs_from_args<opmath_t>(tau, v_th, v_reset, decay_input);
+    const opmath_t td = static_cast<opmath_t>(trace_decay);
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* vp = v.defined() ? v.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* tp = tr.defined() ? tr.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* mp = mask.defined() ? mask.data_ptr<scalar_t>() : nullptr;
+    scalar_t* sp = spike.data_ptr<scalar_t>();
+    scalar_t* vnp = v_next.data_ptr<scalar_t>();
+    scalar_t* hp = save_h ? h_out.data_ptr<scalar_t>() : nullptr;
+    scalar_t* tnp = tp ? tr_next.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const opmath_t h = charge(c, vp ? opmath_t(vp[i]) : opmath_t(0), opmath_t(xp[i]));
+        const opmath_t s = fire(c, h);
+        vnp[i] = static_cast<scalar_t>(reset(c, h, s));
+        const opmath_t out = mp ? s * opmath_t(mp[i]) : s;
+        sp[i] = static_cast<scalar_t>(out);
+        if (hp) hp[i] = static_cast<scalar_t>(h);
+        if (tnp) tnp[i] = static_cast<scalar_t>(trace_step(opmath_t(tp[i]), out, td));
+      }
+    });
+  });
+  return {spike, v_next, h_out, tr_next};
+}
+
+at::Tensor lif_step_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& h_in,
+                            const c10::optional<at::Tensor>& mask_in, double tau, double v_th,
+                            bool decay_input, c10::string_view surrogate, double alpha) {
+  check_neuron_args(tau, alpha);
+  const Surrogate kind = parse_surrogate(std::string(surrogate));
+  const at::Tensor h = h_in.contiguous();
+  const at::Tensor g = grad_in.contiguous();
+  const at::Tensor mask = contiguous_or_undefined(mask_in);
+  check_like(g, "grad_spike", h, "h");
+  if (mask.defined()) check_like(mask, "mask", h, "h");
+  at::Tensor grad_x = at::empty_like(h);
+  const int64_t n = h.numel();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "lif_step_bwd_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const opmath_t in_scale = static_cast<opmath_t>(decay_input ? 1.0 / tau : 1.0);
+    const opmath_t th = static_cast<opmath_t>(v_th), al = static_cast<opmath_t>(alpha);
+    const scalar_t* hp = h.data_ptr<scalar_t>();
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    const scalar_t* mp = mask.defined() ? mask.data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = grad_x.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        opmath_t gs = opmath_t(gp[i]);
+        if (mp) gs *= opmath_t(mp[i]);
+        op[i] = static_cast<scalar_t>(gs * surrogate_grad(kind, opmath_t(hp[i]) - th, al) * in_scale);
+      }
+    });
+  });
+  return grad_x;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ottt_cuda, CPU, m) {
+  m.impl("lif_step_fwd", &lif_step_fwd_cpu);
+  m.impl("lif_step_bwd", &lif_step_bwd_cpu);
+}
+
+}  // namespace ottt
