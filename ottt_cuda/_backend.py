@@ -1,0 +1,105 @@
+"""Which implementation runs an op: 'cuda' (compiled CUDA kernels), 'triton',
+'cpu' (compiled C++ kernels) or 'torch' (the pure-PyTorch reference).
+
+The best available backend is picked per device type. `set_backend(name)` or
+the environment variable OTTT_BACKEND forces one; a forced backend that cannot
+run on a tensor's device raises an error naming both (never a silent switch).
+"""
+import functools
+import os
+
+from . import _extension
+
+BACKENDS = ("cuda", "triton", "cpu", "torch")
+
+_forced = None
+
+
+def _check_name(name):
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {name!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _triton_runs_on(device_type: str) -> bool:
+    if not triton_available():
+        return False
+    # On the CPU Triton only runs through its interpreter (TRITON_INTERPRET=1,
+    # set before triton is imported).
+    return device_type == "cuda" or os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def runs_on(name: str, device_type: str) -> bool:
+    """Whether backend `name` can run on tensors of `device_type` in this process."""
+    _check_name(name)
+    if name == "torch":
+        return True
+    if name == "cpu":
+        return device_type == "cpu" and _extension.cpu_compiled()
+    if name == "cuda":
+        return device_type == "cuda" and _extension.cuda_compiled()
+    return _triton_runs_on(device_type)
+
+
+def set_backend(name=None):
+    """Force backend `name` for every op (None restores the automatic choice)."""
+    global _forced
+    if name is not None:
+        _check_name(name)
+    _forced = name
+
+
+def _default(device_type: str) -> str:
+    order = ("cuda", "triton", "torch") if device_type == "cuda" else ("cpu", "torch")
+    return next(n for n in order if runs_on(n, device_type))
+
+
+def get_backend(device="cpu") -> str:
+    """The backend ops use for tensors on `device` (a torch.device or a string)."""
+    device_type = device.type if hasattr(device, "type") else str(device).split(":")[0]
+    name = _forced or os.environ.get("OTTT_BACKEND") or None
+    if name is None:
+        return _default(device_type)
+    _check_name(name)
+    if not runs_on(name, device_type):
+        why = {
+            "cpu": "the compiled extension is not loaded" if not _extension.loaded() else "it only runs CPU tensors",
+            "cuda": "the extension was built without CUDA" if not _extension.cuda_compiled() else "it only runs CUDA tensors",
+            "triton": "triton is not installed" if not triton_available()
+            else "Triton runs CPU tensors only with TRITON_INTERPRET=1 set before importing triton",
+        }[name]
+        raise RuntimeError(
+            f"ottt_cuda backend {name!r} (forced by set_backend/OTTT_BACKEND) cannot run on device "
+            f"'{device_type}': {why}. Use set_backend(None) for the automatic choice."
+        )
+    return name
+
+
+def build_info() -> dict:
+    """How ottt_cuda was built and what can run here."""
+    import torch
+
+    from . import __version__
+
+    info = _extension.info()
+    return {
+        "version": __version__,
+        "torch_version": info.get("torch_version"),  # the torch it was compiled against
+        "torch_runtime_version": torch.__version__,
+        "extension_loaded": _extension.loaded(),
+        "extension_error": _extension.LOAD_ERROR,
+        "cpu_compiled": _extension.cpu_compiled(),
+        "cuda_compiled": _extension.cuda_compiled(),
+        "cuda_archs": info.get("cuda_archs", ""),
+        "openmp": info.get("openmp", False),
+        "triton_available": triton_available(),
+        "cuda_device_available": torch.cuda.is_available(),
+    }

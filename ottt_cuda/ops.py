@@ -1,0 +1,202 @@
+"""The public ops. Each one checks its arguments, picks the backend for the
+tensor's device (see ottt_cuda._backend) and runs it:
+
+- 'cpu' / 'cuda': the compiled kernels, torch.ops.ottt_cuda.* (autograd and
+  fake kernels registered in ottt_cuda._registration);
+- 'triton': the Triton kernels, differentiated by the same formulas;
+- 'torch': the pure-PyTorch reference (ottt_cuda.reference).
+"""
+import torch
+
+from . import _backend, _extension, _validation, reference
+from ._registration import backward_lif_multistep, backward_lif_step
+
+if _extension.loaded():
+    from . import _registration
+
+    _registration.register()
+
+
+def _impl(name):
+    if name in ("cpu", "cuda"):
+        return torch.ops.ottt_cuda
+    if name == "triton":
+        from . import triton as triton_backend
+
+        return triton_backend
+    return None
+
+
+class _TritonLIFStep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, impl, x, v, trace, mask, args):
+        spike, v_next, h, trace_next = impl.lif_step_fwd(x, v, trace, mask, *args, x.requires_grad)
+        ctx.impl = impl
+        ctx.args = args
+        ctx.save_for_backward(h, mask)
+        ctx.mark_non_differentiable(v_next, trace_next)
+        return spike, v_next, trace_next
+
+    @staticmethod
+    def backward(ctx, grad_spike, _gv, _gt):
+        h, mask = ctx.saved_tensors
+        tau, v_th, _v_reset, decay_input, _td, surrogate, alpha = ctx.args
+        grad_x = backward_lif_step(ctx.impl, grad_spike, h, mask, tau, v_th, decay_input, surrogate, alpha)
+        return None, grad_x, None, None, None, None
+
+
+class _TritonLIFMultistep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, impl, x_seq, v0, args):
+        needs = x_seq.requires_grad or (v0 is not None and v0.requires_grad)
+        spike_seq, v_last, h_seq = impl.lif_multistep_fwd(x_seq, v0, *args, needs)
+        ctx.impl, ctx.args, ctx.has_v0 = impl, args, v0 is not None
+        ctx.save_for_backward(h_seq)
+        return spike_seq, v_last
+
+    @staticmethod
+    def backward(ctx, grad_spike_seq, grad_v_last):
+        (h_seq,) = ctx.saved_tensors
+        grad_x, grad_v0 = backward_lif_multistep(ctx.impl, grad_spike_seq, grad_v_last, h_seq, *ctx.args)
+        return None, grad_x, grad_v0 if ctx.has_v0 else None, None
+
+
+def lif_step(x, v=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, surrogate="sigmoid", alpha=4.0,
+             trace=None, trace_decay=None, mask=None):
+    """One time step of the LIF neuron, as OTTT runs it.
+
+    h = charge(v, x); spike = H(h - v_th) (* mask); v_next = reset(h, spike).
+    Soft reset (v -= v_th) when v_reset is None, hard reset to v_reset otherwise.
+    The gradient flows to x only, through the surrogate derivative of H: the
+    membrane history and the reset are detached (OTTT). `v=None` is a zero
+    membrane. With `trace_decay` given, the trace of the output spikes is updated
+    in the same pass (trace None = zeros) and (spike, v_next, trace_next) is
+    returned; otherwise (spike, v_next). `mask` (broadcastable to x, e.g. a
+    dropout mask) multiplies the spikes. Saved for backward: h, one element per
+    neuron (plus the mask, which the caller holds anyway).
+    """
+    _validation.tensor(x, "x")
+    tau, v_th, v_reset, decay_input, surrogate, alpha = _validation.neuron(
+        tau, v_th, v_reset, decay_input, surrogate, alpha)
+    if v is not None:
+        _validation.like(v, "v", x, "x")
+        v = v.detach()
+    if trace is not None:
+        if trace_decay is None:
+            raise ValueError("trace_decay must be given with trace")
+        _validation.like(trace, "trace", x, "x")
+        trace = trace.detach()
+    with_trace = trace_decay is not None
+    if with_trace:
+        trace_decay = _validation.decay(trace_decay, "trace_decay")
+        if trace is None:
+            trace = torch.zeros_like(x)
+    if mask is not None:
+        mask = _validation.mask_for(mask, x).detach()
+
+    name = _backend.get_backend(x.device)
+    if name == "torch":
+        return reference.lif_step_ref(x, v, tau=tau, v_th=v_th, v_reset=v_reset, decay_input=decay_input,
+                                      surrogate=surrogate, alpha=alpha, trace=trace,
+                                      trace_decay=trace_decay, mask=mask)
+    args = (tau, v_th, v_reset, decay_input, trace_decay if with_trace else 0.0, surrogate, alpha)
+    if name == "triton":
+        spike, v_next, trace_next = _TritonLIFStep.apply(_impl(name), x, v, trace, mask, args)
+    else:
+        needs_grad = torch.is_grad_enabled() and x.requires_grad
+        spike, v_next, _h, trace_next = torch.ops.ottt_cuda.lif_step_fwd(x, v, trace, mask, *args, needs_grad)
+    return (spike, v_next, trace_next) if with_trace else (spike, v_next)
+
+
+def lif_multistep(x_seq, v0=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, surrogate="sigmoid",
+                  alpha=4.0):
+    """All T steps of the LIF neuron over x_seq [T, ...] in one kernel: the BPTT
+    baseline's neuron. Returns (spike_seq, v_last). Backward is full BPTT through
+    the membrane (reverse-time recurrence), with the reset detached; gradients
+    reach x_seq and v0 (and flow in from v_last, to chain sequences). Saved for
+    backward: h_seq, one element per neuron and step."""
+    _validation.tensor(x_seq, "x_seq")
+    if x_seq.dim() < 1:
+        raise ValueError("x_seq must have a leading time dimension [T, ...], got a 0-d tensor")
+    tau, v_th, v_reset, decay_input, surrogate, alpha = _validation.neuron(
+        tau, v_th, v_reset, decay_input, surrogate, alpha)
+    if v0 is not None:
+        _validation.like(v0, "v0", x_seq, "x_seq", shape=x_seq.shape[1:])
+    name = _backend.get_backend(x_seq.device)
+    if name == "torch":
+        return reference.lif_multistep_ref(x_seq, v0, tau=tau, v_th=v_th, v_reset=v_reset,
+                                           decay_input=decay_input, surrogate=surrogate, alpha=alpha)
+    args = (tau, v_th, v_reset, decay_input, surrogate, alpha)
+    if name == "triton":
+        return _TritonLIFMultistep.apply(_impl(name), x_seq, v0, args)
+    needs_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v0 is not None and v0.requires_grad))
+    spike_seq, v_last, _h = torch.ops.ottt_cuda.lif_multistep_fwd(x_seq, v0, *args, needs_grad)
+    return spike_seq, v_last
+
+
+def trace_update(trace, s, decay):
+    """The presynaptic trace a_hat = decay * a_hat + s, out of place (trace None = zeros)."""
+    _validation.tensor(s, "s")
+    if trace is not None:
+        _validation.like(trace, "trace", s, "s")
+    decay = _validation.decay(decay, "decay")
+    name = _backend.get_backend(s.device)
+    if name == "torch":
+        return reference.trace_update_ref(trace, s, decay)
+    if name == "triton":
+        # The trace is a running filter of spikes, not differentiated by OTTT.
+        with torch.no_grad():
+            return _impl(name).trace_update(trace, s, decay)
+    return torch.ops.ottt_cuda.trace_update(trace, s, decay)
+
+
+def trace_update_(trace, s, decay):
+    """In-place trace update; returns `trace`. Any strides are accepted."""
+    _validation.tensor(trace, "trace")
+    _validation.like(s, "s", trace, "trace")
+    decay = _validation.decay(decay, "decay")
+    name = _backend.get_backend(trace.device)
+    with torch.no_grad():
+        if name == "torch":
+            reference.trace_update__ref(trace, s, decay)
+        elif name == "triton":
+            _impl(name).trace_update_(trace, s, decay)
+        else:
+            torch.ops.ottt_cuda.trace_update_(trace, s, decay)
+    return trace
+
+
+def outer_accumulate_(grad_w, g, a, alpha=1.0):
+    """grad_w += alpha * g^T a, for g [..., out] and a [..., in] (leading dims
+    flattened into the batch), accumulated in grad_w's dtype (float32 for
+    float16/bfloat16 inputs). OTTT's instantaneous weight gradient: g is the
+    error at the synapse's output, a the trace of its input. Returns grad_w."""
+    _validation.tensor(grad_w, "grad_w")
+    _validation.tensor(g, "g")
+    _validation.tensor(a, "a")
+    if grad_w.dim() != 2:
+        raise ValueError(f"grad_w must be 2-D [out, in], got shape {tuple(grad_w.shape)}")
+    if g.dim() < 1 or g.shape[-1] != grad_w.shape[0]:
+        raise ValueError(f"g must have shape [..., {grad_w.shape[0]}] (grad_w.shape[0]), got {tuple(g.shape)}")
+    if a.dim() < 1 or a.shape[-1] != grad_w.shape[1]:
+        raise ValueError(f"a must have shape [..., {grad_w.shape[1]}] (grad_w.shape[1]), got {tuple(a.shape)}")
+    if g.shape[:-1] != a.shape[:-1]:
+        raise ValueError(f"g and a must have the same leading (batch) dimensions, got {tuple(g.shape)} and "
+                         f"{tuple(a.shape)}")
+    if g.dtype != a.dtype:
+        raise TypeError(f"g and a must have the same dtype, got {g.dtype} and {a.dtype}")
+    if grad_w.dtype != g.dtype and not (grad_w.dtype == torch.float32 and g.dtype in (torch.float16, torch.bfloat16)):
+        raise TypeError(f"grad_w must have g's dtype, or float32 for float16/bfloat16 g; got grad_w {grad_w.dtype} "
+                        f"and g {g.dtype}")
+    if g.device != grad_w.device or a.device != grad_w.device:
+        raise ValueError(f"grad_w, g and a must be on one device, got {grad_w.device}, {g.device}, {a.device}")
+    alpha = _validation.number(alpha, "alpha")
+    name = _backend.get_backend(grad_w.device)
+    with torch.no_grad():
+        if name == "torch":
+            reference.outer_accumulate__ref(grad_w, g, a, alpha)
+        elif name == "triton":
+            _impl(name).outer_accumulate_(grad_w, g.detach(), a.detach(), alpha)
+        else:
+            torch.ops.ottt_cuda.outer_accumulate_(grad_w, g.detach(), a.detach(), alpha)
+    return grad_w
