@@ -9,19 +9,20 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY(ottt_cuda, m) {
-  // One LIF time step. Returns (spike, v_next, h, trace_next); h is the
-  // charged membrane, saved for the surrogate backward (empty unless save_h),
-  // trace_next is empty unless a trace is given.
+  // One LIF time step. Returns (spike, v_next, z, trace_next); z = h - v_th is
+  // the charged membrane measured from threshold, saved for the surrogate
+  // backward (empty unless save_h; see fire_from_z in ottt_math.h for why z and
+  // not h), trace_next is empty unless a trace is given.
   m.def(
       "lif_step_fwd(Tensor x, Tensor? v, Tensor? trace, Tensor? mask, float tau, float v_th, "
       "float? v_reset, bool decay_input, float trace_decay, str surrogate, float alpha, bool save_h) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
-  // grad_x = grad_spike * mask * sg(h - v_th) * in_scale.
+  // grad_x = grad_spike * mask * sg(z) * in_scale. (v_th is unused: z already holds h - v_th.)
   m.def(
       "lif_step_bwd(Tensor grad_spike, Tensor h, Tensor? mask, float tau, float v_th, "
       "bool decay_input, str surrogate, float alpha) -> Tensor");
-  // All T steps of x_seq [T, ...]. Returns (spike_seq, v_last, h_seq); h_seq
-  // is empty unless save_h.
+  // All T steps of x_seq [T, ...]. Returns (spike_seq, v_last, z_seq), z = h - v_th;
+  // z_seq is empty unless save_h.
   m.def(
       "lif_multistep_fwd(Tensor x_seq, Tensor? v0, float tau, float v_th, float? v_reset, "
       "bool decay_input, str surrogate, float alpha, bool save_h) -> (Tensor, Tensor, Tensor)");

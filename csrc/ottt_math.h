@@ -60,6 +60,15 @@ OTTT_HD T fire(const LIFCoeffs<T>& c, T h) {
   return h >= c.v_th ? T(1) : T(0);
 }
 
+// The same decision from z = h - v_th. Kernels save z (not h) for backward:
+// rounding z to fp16/bf16 never changes its sign, so backward recovers exactly
+// the spikes forward fired, and z keeps the most precision near threshold,
+// where the surrogate is largest.
+template <typename T>
+OTTT_HD T fire_from_z(T z) {
+  return z >= T(0) ? T(1) : T(0);
+}
+
 template <typename T>
 OTTT_HD T reset(const LIFCoeffs<T>& c, T h, T s) {
   return c.hard_reset ? (s != T(0) ? c.v_reset : h) : h - c.v_th * s;

@@ -40,8 +40,9 @@ inline OuterArgs check_outer_args(const at::Tensor& grad_w, const at::Tensor& g,
   TORCH_CHECK(same || widened, "grad_w must have the dtype of g and a, or float32 when they are "
               "float16/bfloat16; got grad_w ", grad_w.scalar_type(), " and g ", g.scalar_type());
   OuterArgs r;
-  r.g = g.reshape({-1, g.size(-1)}).contiguous();
-  r.a = a.reshape({-1, a.size(-1)}).contiguous();
+  // flatten, not reshape(-1, k): the latter is ambiguous when k == 0.
+  r.g = (g.dim() == 1 ? g.unsqueeze(0) : g.flatten(0, -2)).contiguous();
+  r.a = (a.dim() == 1 ? a.unsqueeze(0) : a.flatten(0, -2)).contiguous();
   r.n = r.g.size(0);
   return r;
 }

@@ -105,6 +105,8 @@ def lif_step(x, v=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, s
     else:
         needs_grad = torch.is_grad_enabled() and x.requires_grad
         spike, v_next, _h, trace_next = torch.ops.ottt_cuda.lif_step_fwd(x, v, trace, mask, *args, needs_grad)
+        # Custom-op autograd makes every output differentiable; OTTT detaches these.
+        v_next, trace_next = v_next.detach(), trace_next.detach()
     return (spike, v_next, trace_next) if with_trace else (spike, v_next)
 
 

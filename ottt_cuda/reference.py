@@ -89,7 +89,7 @@ def lif_multistep_ref(x_seq, v0=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_
     reset detached. Returns (spike_seq, v_last)."""
     dtype = x_seq.dtype
     xw = _wide(x_seq)
-    v = torch.zeros_like(xw[0]) if v0 is None else _wide(v0)
+    v = xw.new_zeros(xw.shape[1:]) if v0 is None else _wide(v0)
     if x_seq.shape[0] == 0:
         return x_seq.clone(), v.to(dtype).clone()
     spikes = []
@@ -111,10 +111,15 @@ def trace_update__ref(trace, s, decay):
     trace.copy_(trace_update_ref(trace, s, decay))
 
 
+def _rows(t):
+    """[..., k] -> [N, k]; works for zero sizes, where reshape(-1, k) is ambiguous."""
+    return t.unsqueeze(0) if t.dim() == 1 else t.flatten(0, -2)
+
+
 def outer_accumulate__ref(grad_w, g, a, alpha=1.0):
     """grad_w += alpha * g^T a, leading dims of g and a flattened into the batch."""
     out_f, in_f = grad_w.shape
     acc = torch.float64 if grad_w.dtype == torch.float64 else torch.float32
-    gw = g.reshape(-1, out_f).to(acc)
-    aw = a.reshape(-1, in_f).to(acc)
+    gw = _rows(g).to(acc)
+    aw = _rows(a).to(acc)
     grad_w.copy_((grad_w.to(acc) + alpha * (gw.t() @ aw)).to(grad_w.dtype))

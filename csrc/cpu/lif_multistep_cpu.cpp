@@ -47,7 +47,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_multistep_fwd_cpu(
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* v0p = v0.defined() ? v0.data_ptr<scalar_t>() : nullptr;
     scalar_t* sp = spike.data_ptr<scalar_t>();
-    scalar_t* hp = save_h ? h_seq.data_ptr<scalar_t>() : nullptr;
+    scalar_t* zp = save_h ? h_seq.data_ptr<scalar_t>() : nullptr;
     scalar_t* vlp = v_last.data_ptr<scalar_t>();
     if (T == 0) return;
     at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
@@ -59,7 +59,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_multistep_fwd_cpu(
           const opmath_t s = fire(c, h);
           v = reset(c, h, s);
           sp[k] = static_cast<scalar_t>(s);
-          if (hp) hp[k] = static_cast<scalar_t>(h);
+          if (zp) zp[k] = static_cast<scalar_t>(h - c.v_th);
         }
         vlp[i] = static_cast<scalar_t>(v);
       }
@@ -92,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor> lif_multistep_bwd_cpu(
     using opmath_t = at::opmath_type<scalar_t>;
     const auto c = coeffs_from_args<opmath_t>(tau, v_th, v_reset, decay_input);
     const opmath_t al = static_cast<opmath_t>(alpha);
-    const scalar_t* hp = h.data_ptr<scalar_t>();
+    const scalar_t* zp = h.data_ptr<scalar_t>();
     const scalar_t* gp = g.data_ptr<scalar_t>();
     const scalar_t* gvlp = gvl.defined() ? gvl.data_ptr<scalar_t>() : nullptr;
     scalar_t* gxp = grad_x.data_ptr<scalar_t>();
@@ -107,10 +107,9 @@ std::tuple<at::Tensor, at::Tensor> lif_multistep_bwd_cpu(
         opmath_t grad_v = gvlp ? opmath_t(gvlp[i]) : opmath_t(0);
         for (int64_t t = T - 1; t >= 0; --t) {
           const int64_t k = t * n + i;
-          const opmath_t ht = opmath_t(hp[k]);
-          const opmath_t s = fire(c, ht);
-          const opmath_t grad_h =
-              opmath_t(gp[k]) * surrogate_grad(kind, ht - c.v_th, al) + grad_v * dreset_dh(c, s);
+          const opmath_t z = opmath_t(zp[k]);
+          const opmath_t s = fire_from_z(z);
+          const opmath_t grad_h = opmath_t(gp[k]) * surrogate_grad(kind, z, al) + grad_v * dreset_dh(c, s);
           gxp[k] = static_cast<scalar_t>(grad_h * c.in_scale);
           grad_v = grad_h * c.decay;
         }

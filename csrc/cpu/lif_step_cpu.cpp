@@ -41,7 +41,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_step_fwd_cpu(
     const scalar_t* mp = mask.defined() ? mask.data_ptr<scalar_t>() : nullptr;
     scalar_t* sp = spike.data_ptr<scalar_t>();
     scalar_t* vnp = v_next.data_ptr<scalar_t>();
-    scalar_t* hp = save_h ? h_out.data_ptr<scalar_t>() : nullptr;
+    scalar_t* zp = save_h ? h_out.data_ptr<scalar_t>() : nullptr;
     scalar_t* tnp = tp ? tr_next.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
@@ -50,7 +50,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_step_fwd_cpu(
         vnp[i] = static_cast<scalar_t>(reset(c, h, s));
         const opmath_t out = mp ? s * opmath_t(mp[i]) : s;
         sp[i] = static_cast<scalar_t>(out);
-        if (hp) hp[i] = static_cast<scalar_t>(h);
+        if (zp) zp[i] = static_cast<scalar_t>(h - c.v_th);
         if (tnp) tnp[i] = static_cast<scalar_t>(trace_step(opmath_t(tp[i]), out, td));
       }
     });
@@ -59,7 +59,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_step_fwd_cpu(
 }
 
 at::Tensor lif_step_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& h_in,
-                            const c10::optional<at::Tensor>& mask_in, double tau, double v_th,
+                            const c10::optional<at::Tensor>& mask_in, double tau, double /*v_th*/,
                             bool decay_input, c10::string_view surrogate, double alpha) {
   check_neuron_args(tau, alpha);
   const Surrogate kind = parse_surrogate(std::string(surrogate));
@@ -73,8 +73,8 @@ at::Tensor lif_step_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& h_in,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "lif_step_bwd_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const opmath_t in_scale = static_cast<opmath_t>(decay_input ? 1.0 / tau : 1.0);
-    const opmath_t th = static_cast<opmath_t>(v_th), al = static_cast<opmath_t>(alpha);
-    const scalar_t* hp = h.data_ptr<scalar_t>();
+    const opmath_t al = static_cast<opmath_t>(alpha);
+    const scalar_t* zp = h.data_ptr<scalar_t>();
     const scalar_t* gp = g.data_ptr<scalar_t>();
     const scalar_t* mp = mask.defined() ? mask.data_ptr<scalar_t>() : nullptr;
     scalar_t* op = grad_x.data_ptr<scalar_t>();
@@ -82,7 +82,7 @@ at::Tensor lif_step_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& h_in,
       for (int64_t i = begin; i < end; ++i) {
         opmath_t gs = opmath_t(gp[i]);
         if (mp) gs *= opmath_t(mp[i]);
-        op[i] = static_cast<scalar_t>(gs * surrogate_grad(kind, opmath_t(hp[i]) - th, al) * in_scale);
+        op[i] = static_cast<scalar_t>(gs * surrogate_grad(kind, opmath_t(zp[i]), al) * in_scale);
       }
     });
   });

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Creates ./.venv (if missing), installs torch and the test/benchmark tools, and
+# builds ottt_cuda in place (editable). Safe to run again: it only redoes what
+# changed. The CUDA kernels are built when nvcc is found (see setup.py);
+# without a GPU, TORCH_CUDA_ARCH_LIST defaults to "8.0;9.0" here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${OTTT_VENV:-.venv}
+PY=${PYTHON:-python3}
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+
+# torch 2.14.1 is the CUDA 13 build on this platform; it imports and runs on the CPU.
+python -c "import torch" 2>/dev/null || pip install -q "torch==${OTTT_TORCH_VERSION:-2.14.1}"
+pip install -q ninja pytest hypothesis numpy expecttest matplotlib
+
+# nvcc may be a wrapper script: CUDA_HOME is the toolkit folder it calls.
+if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null 2>&1; then
+  real=$(grep -o '/[^ "]*/bin/nvcc' "$(command -v nvcc)" 2>/dev/null | head -n 1 || true)
+  [ -n "$real" ] || real=$(readlink -f "$(command -v nvcc)")
+  export CUDA_HOME=$(dirname "$(dirname "$real")")
+fi
+if [ -n "${CUDA_HOME:-}" ]; then
+  export PATH="$CUDA_HOME/bin:$PATH"
+  python -c "import torch; assert torch.cuda.is_available()" 2>/dev/null ||
+    export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"8.0;9.0"}
+fi
+export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+
+start=$(date +%s)
+pip install -q --no-build-isolation -e .
+echo "ottt_cuda build: $(( $(date +%s) - start )) s"
+python -c "import json, ottt_cuda; print(json.dumps(ottt_cuda.build_info()))"
