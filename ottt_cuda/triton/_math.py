@@ -40,6 +40,14 @@ def fire(h, v_th, ACC: tl.constexpr):
 
 
 @triton.jit
+def fire_from_z(z, ACC: tl.constexpr):
+    # The same decision from z = h - v_th, which the kernels save for backward
+    # instead of h: rounding z to fp16/bf16 never flips its sign, so backward
+    # recovers exactly the spikes forward fired (ottt::fire_from_z).
+    return (z >= 0.0).to(ACC)
+
+
+@triton.jit
 def reset(h, s, v_th, v_reset, HARD_RESET: tl.constexpr):
     if HARD_RESET:
         r = tl.where(s != 0.0, v_reset, h)

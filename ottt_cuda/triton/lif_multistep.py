@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 from . import _common as C
-from ._math import as_acc, charge, fire, reset, surrogate_grad
+from ._math import as_acc, charge, fire, fire_from_z, reset, surrogate_grad
 
 
 @triton.jit
@@ -40,7 +40,8 @@ def _lif_multistep_fwd_kernel(x_ptr, v0_ptr, spike_ptr, h_ptr, v_last_ptr,
         v = reset(h, s, c_th, c_reset, HARD_RESET)
         tl.store(ps, s.to(spike_ptr.dtype.element_ty), mask=inb)
         if SAVE_H:
-            tl.store(ph, h.to(h_ptr.dtype.element_ty), mask=inb)
+            # Saved for backward as z = h - v_th (see _math.fire_from_z).
+            tl.store(ph, (h - c_th).to(h_ptr.dtype.element_ty), mask=inb)
         px += n
         ps += n
         ph += n
@@ -48,16 +49,15 @@ def _lif_multistep_fwd_kernel(x_ptr, v0_ptr, spike_ptr, h_ptr, v_last_ptr,
 
 
 @triton.jit
-def _lif_multistep_bwd_kernel(g_ptr, h_ptr, gvl_ptr, gx_ptr, gv0_ptr,
+def _lif_multistep_bwd_kernel(g_ptr, z_ptr, gvl_ptr, gx_ptr, gv0_ptr,
                               n, T, last_off,
-                              decay: tl.float64, in_scale: tl.float64, v_th: tl.float64, alpha: tl.float64,
+                              decay: tl.float64, in_scale: tl.float64, alpha: tl.float64,
                               HAS_GVL: tl.constexpr, HARD_RESET: tl.constexpr, SURROGATE: tl.constexpr,
                               ACC: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inb = offs < n
     c_decay = as_acc(decay, ACC)
     c_in = as_acc(in_scale, ACC)
-    c_th = as_acc(v_th, ACC)
     c_alpha = as_acc(alpha, ACC)
     # grad_v = dL/dv[t], flowing back from step t+1 (from v_last at t = T-1).
     if HAS_GVL:
@@ -66,22 +66,22 @@ def _lif_multistep_bwd_kernel(g_ptr, h_ptr, gvl_ptr, gx_ptr, gv0_ptr,
         grad_v = tl.zeros([BLOCK], ACC)
     # Start at step T-1 (last_off = (T-1)*n, computed on the host in 64 bits).
     pg = g_ptr + offs + last_off
-    ph = h_ptr + offs + last_off
+    pz = z_ptr + offs + last_off
     px = gx_ptr + offs + last_off
     for _t in range(T):
-        h = tl.load(ph, mask=inb, other=0.0).to(ACC)
+        z = tl.load(pz, mask=inb, other=0.0).to(ACC)
         g = tl.load(pg, mask=inb, other=0.0).to(ACC)
-        # The spike is recomputed from h (not saved) and the reset detached:
-        # dv[t]/dh[t] is 1 (soft) or 1 - s (hard).
+        # The spike is recomputed from z = h - v_th (not saved) and the reset
+        # detached: dv[t]/dh[t] is 1 (soft) or 1 - s (hard).
         if HARD_RESET:
-            dv_dh = 1.0 - fire(h, c_th, ACC)
+            dv_dh = 1.0 - fire_from_z(z, ACC)
         else:
             dv_dh = tl.full([BLOCK], 1.0, ACC)
-        grad_h = g * surrogate_grad(h - c_th, c_alpha, SURROGATE, ACC) + grad_v * dv_dh
+        grad_h = g * surrogate_grad(z, c_alpha, SURROGATE, ACC) + grad_v * dv_dh
         tl.store(px, (grad_h * c_in).to(gx_ptr.dtype.element_ty), mask=inb)
         grad_v = grad_h * c_decay
         pg -= n
-        ph -= n
+        pz -= n
         px -= n
     tl.store(gv0_ptr + offs, grad_v.to(gv0_ptr.dtype.element_ty), mask=inb)
 
@@ -92,8 +92,8 @@ def _check_seq(t, name):
 
 
 def lif_multistep_fwd(x_seq, v0, tau, v_th, v_reset, decay_input, surrogate, alpha, save_h):
-    """(spike_seq, v_last, h_seq); h_seq is empty unless save_h. Same contract
-    as torch.ops.ottt_cuda.lif_multistep_fwd."""
+    """(spike_seq, v_last, z_seq) with z = h - v_th; z_seq is empty unless
+    save_h. Same contract as torch.ops.ottt_cuda.lif_multistep_fwd."""
     C.check_float(x_seq, "x_seq")
     _check_seq(x_seq, "x_seq")
     C.check_neuron_args(tau, alpha)
@@ -129,7 +129,8 @@ def lif_multistep_fwd(x_seq, v0, tau, v_th, v_reset, decay_input, surrogate, alp
 
 
 def lif_multistep_bwd(grad_spike_seq, grad_v_last, h_seq, tau, v_th, v_reset, decay_input, surrogate, alpha):
-    """Reverse-time BPTT recurrence with the reset detached: (grad_x_seq, grad_v0)."""
+    """Reverse-time BPTT recurrence with the reset detached: (grad_x_seq, grad_v0).
+    `h_seq` holds z = h - v_th as lif_multistep_fwd saved it."""
     C.check_neuron_args(tau, alpha)
     _check_seq(h_seq, "h_seq")
     kind = C.surrogate_id(surrogate)
@@ -154,11 +155,11 @@ def lif_multistep_bwd(grad_spike_seq, grad_v_last, h_seq, tau, v_th, v_reset, de
     n = h[0].numel()
     if n == 0:
         return grad_x, grad_v0
-    decay, in_scale, _bias, th, _v_rst, hard = C.lif_coeffs(tau, v_th, v_reset, decay_input)
+    decay, in_scale, _bias, _th, _v_rst, hard = C.lif_coeffs(tau, v_th, v_reset, decay_input)
     with C.device_of(h, _lif_multistep_bwd_kernel):
         _lif_multistep_bwd_kernel[C.grid_1d(n)](
             g, h, gvl if gvl is not None else h, grad_x, grad_v0,
-            n, T, (T - 1) * n, decay, in_scale, th, float(alpha),
+            n, T, (T - 1) * n, decay, in_scale, float(alpha),
             HAS_GVL=gvl is not None, HARD_RESET=hard, SURROGATE=kind,
             ACC=C.acc_dtype(h.dtype), BLOCK=C.BLOCK, num_warps=C.NUM_WARPS)
     return grad_x, grad_v0

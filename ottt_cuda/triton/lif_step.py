@@ -46,7 +46,8 @@ def _lif_step_fwd_kernel(x_ptr, v_ptr, tr_ptr, m_ptr,
         out = s
     tl.store(spike_ptr + offs, out.to(spike_ptr.dtype.element_ty), mask=inb)
     if SAVE_H:
-        tl.store(h_ptr + offs, h.to(h_ptr.dtype.element_ty), mask=inb)
+        # Saved for backward as z = h - v_th (see _math.fire_from_z).
+        tl.store(h_ptr + offs, (h - c_th).to(h_ptr.dtype.element_ty), mask=inb)
     if HAS_TRACE:
         # The trace filters the (masked) output spike in op-math precision,
         # before it is rounded to the storage type.
@@ -56,8 +57,8 @@ def _lif_step_fwd_kernel(x_ptr, v_ptr, tr_ptr, m_ptr,
 
 
 @triton.jit
-def _lif_step_bwd_kernel(g_ptr, h_ptr, m_ptr, gx_ptr, numel,
-                         in_scale: tl.float64, v_th: tl.float64, alpha: tl.float64,
+def _lif_step_bwd_kernel(g_ptr, z_ptr, m_ptr, gx_ptr, numel,
+                         in_scale: tl.float64, alpha: tl.float64,
                          HAS_MASK: tl.constexpr, SURROGATE: tl.constexpr,
                          ACC: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -65,14 +66,15 @@ def _lif_step_bwd_kernel(g_ptr, h_ptr, m_ptr, gx_ptr, numel,
     gs = tl.load(g_ptr + offs, mask=inb, other=0.0).to(ACC)
     if HAS_MASK:
         gs = gs * tl.load(m_ptr + offs, mask=inb, other=0.0).to(ACC)
-    h = tl.load(h_ptr + offs, mask=inb, other=0.0).to(ACC)
-    sg = surrogate_grad(h - as_acc(v_th, ACC), as_acc(alpha, ACC), SURROGATE, ACC)
+    z = tl.load(z_ptr + offs, mask=inb, other=0.0).to(ACC)
+    sg = surrogate_grad(z, as_acc(alpha, ACC), SURROGATE, ACC)
     tl.store(gx_ptr + offs, (gs * sg * as_acc(in_scale, ACC)).to(gx_ptr.dtype.element_ty), mask=inb)
 
 
 def lif_step_fwd(x, v, trace, mask, tau, v_th, v_reset, decay_input, trace_decay, surrogate, alpha, save_h):
-    """(spike, v_next, h, trace_next); h is empty unless save_h, trace_next
-    empty unless a trace is given. Same contract as torch.ops.ottt_cuda.lif_step_fwd."""
+    """(spike, v_next, z, trace_next); z = h - v_th, the charged membrane
+    measured from threshold, is empty unless save_h, trace_next empty unless a
+    trace is given. Same contract as torch.ops.ottt_cuda.lif_step_fwd."""
     C.check_float(x, "x")
     C.check_neuron_args(tau, alpha)
     C.surrogate_id(surrogate)  # validated only: the forward does not use it
@@ -106,7 +108,8 @@ def lif_step_fwd(x, v, trace, mask, tau, v_th, v_reset, decay_input, trace_decay
 
 
 def lif_step_bwd(grad_spike, h, mask, tau, v_th, decay_input, surrogate, alpha):
-    """grad_x = grad_spike * mask * sg(h - v_th) * in_scale."""
+    """grad_x = grad_spike * mask * sg(z) * in_scale, where `h` holds z = h - v_th
+    as lif_step_fwd saved it (so v_th is unused, as in the compiled ops)."""
     C.check_neuron_args(tau, alpha)
     kind = C.surrogate_id(surrogate)
     C.check_float(h, "h")
@@ -123,7 +126,7 @@ def lif_step_bwd(grad_spike, h, mask, tau, v_th, decay_input, surrogate, alpha):
     with C.device_of(h, _lif_step_bwd_kernel):
         _lif_step_bwd_kernel[C.grid_1d(n)](
             g, h, mask if mask is not None else h, grad_x, n,
-            C.in_scale(tau, decay_input), float(v_th), float(alpha),
+            C.in_scale(tau, decay_input), float(alpha),
             HAS_MASK=mask is not None, SURROGATE=kind, ACC=C.acc_dtype(h.dtype), BLOCK=C.BLOCK,
             num_warps=C.NUM_WARPS)
     return grad_x
