@@ -1,0 +1,235 @@
+"""Kernel bandwidth: GB/s of lif_step forward/backward, lif_multistep, trace_update
+and outer_accumulate_ for each backend on a device, against the equivalent eager
+PyTorch expression (the 'torch' backend: ottt_cuda.reference), with the bytes
+each op must move counted by hand.
+
+    python benchmarks/kernels.py                      # CPU, default sizes
+    python benchmarks/kernels.py --device cuda --copy  # on a GPU, plus copy bandwidth
+
+Every kernel is checked against the reference before it is timed. Results: a
+Markdown table on stdout, JSON + CSV + PNG under benchmarks/results/.
+"""
+import argparse
+import csv
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+import _common  # noqa: E402
+
+import ottt_cuda  # noqa: E402
+from ottt_cuda import _backend, ops, reference  # noqa: E402
+
+
+def _backends(device):
+    names = [n for n in ("cuda", "triton", "cpu") if _backend.runs_on(n, device)]
+    if device == "cpu":  # Triton on the CPU is its interpreter: correct, not a speed
+        names = [n for n in names if n != "triton"]
+    return names + ["torch"]
+
+
+def _with(backend, fn):
+    def run():
+        ottt_cuda.set_backend(backend)
+        try:
+            return fn()
+        finally:
+            ottt_cuda.set_backend(None)
+    return run
+
+
+def cases(device, n, batches, out_f, in_f, T, dtype):
+    """(name, bytes moved, fn(backend) -> zero-arg callable, check(backend) -> None)."""
+    el = torch.empty((), dtype=dtype).element_size()
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(n, generator=gen) * 1.5).to(device, dtype)
+    v = torch.rand(n, generator=gen).to(device, dtype)
+    tr = torch.rand(n, generator=gen).to(device, dtype)
+    gy = torch.randn(n, generator=gen).to(device, dtype)
+    xg = x.clone().requires_grad_()
+    xs = (torch.randn(T, n // T, generator=gen) * 1.5).to(device, dtype)
+    out = []
+
+    def step_fwd(b):
+        return _with(b, lambda: ops.lif_step(x, v, trace=tr, trace_decay=0.5))
+
+    # reads x, v, trace; writes spike, v_next, trace_next
+    out.append(("lif_step fwd", 6 * n * el, step_fwd, lambda b: _check_equal(step_fwd(b)(), step_fwd("torch")())))
+
+    def step_fwd_bwd(b):
+        def run():
+            s, _ = _with(b, lambda: ops.lif_step(xg, v))()
+            (g,) = torch.autograd.grad(s, xg, gy)
+            return (g,)
+        return run
+
+    # fwd reads x, v, writes s, v_next, z; bwd reads grad, z, writes grad_x
+    out.append(("lif_step fwd+bwd", 8 * n * el, step_fwd_bwd,
+                lambda b: _check_equal(step_fwd_bwd(b)(), step_fwd_bwd("torch")())))
+
+    def trace(b):
+        return _with(b, lambda: (ops.trace_update(tr, x, 0.5),))
+
+    out.append(("trace_update", 3 * n * el, trace, lambda b: _check_equal(trace(b)(), trace("torch")())))
+
+    def multistep(b):
+        def run():
+            xx = xs.detach().requires_grad_()
+            s, _ = _with(b, lambda: ops.lif_multistep(xx))()
+            (g,) = torch.autograd.grad(s, xx, torch.ones_like(s))
+            return s.detach(), g
+        return run
+
+    # fwd reads x, writes s, z; bwd reads grad, z, writes grad_x (per element, T*N)
+    out.append((f"lif_multistep fwd+bwd T={T}", 6 * xs.numel() * el, multistep,
+                lambda b: _check_equal(multistep(b)(), multistep("torch")())))
+
+    for batch in batches:
+        g = torch.randn(batch, out_f, generator=gen).to(device, dtype)
+        a = torch.rand(batch, in_f, generator=gen).to(device, dtype)
+        w = torch.zeros(out_f, in_f, device=device, dtype=dtype)
+
+        def outer(b, g=g, a=a, w=w):
+            return _with(b, lambda: (ops.outer_accumulate_(w, g, a),))
+
+        def check(b, g=g, a=a):
+            w1 = torch.zeros(out_f, in_f, device=device, dtype=dtype)
+            w2 = torch.zeros(out_f, in_f, device=device, dtype=dtype)
+            _with(b, lambda: ops.outer_accumulate_(w1, g, a))()
+            w2.addmm_(g.t(), a)
+            _check_equal((w1,), (w2,))
+
+        # grad_w read + written once, g and a read once
+        out.append((f"outer_accumulate_ B={batch}", (2 * out_f * in_f + batch * (out_f + in_f)) * el, outer, check))
+    return out
+
+
+def eager_outer(device, batches, out_f, in_f, dtype):
+    """The plain PyTorch ways to do the same accumulation: addmm_ (and addr_ at batch 1)."""
+    gen = torch.Generator().manual_seed(0)
+    res = {}
+    for batch in batches:
+        g = torch.randn(batch, out_f, generator=gen).to(device, dtype)
+        a = torch.rand(batch, in_f, generator=gen).to(device, dtype)
+        w = torch.zeros(out_f, in_f, device=device, dtype=dtype)
+        res[(batch, "addmm_")] = _common.time_call(lambda: w.addmm_(g.t(), a), device)
+        if batch == 1:
+            res[(batch, "addr_")] = _common.time_call(lambda: w.addr_(g[0], a[0]), device)
+    return res
+
+
+def _check_equal(got, want):
+    for a, b in zip(got, want):
+        if a.dtype == torch.float32 and b.dtype == torch.float32 and a.shape == b.shape:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        else:
+            torch.testing.assert_close(a.float(), b.float(), rtol=1e-2, atol=1e-2)
+
+
+def copy_bandwidth(device, n, dtype):
+    src = torch.empty(n, device=device, dtype=dtype)
+    dst = torch.empty_like(src)
+    t = _common.time_call(lambda: dst.copy_(src), device)
+    return 2 * n * src.element_size() / t / 1e9
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--numel", type=int, default=None, help="neurons per tensor (default 2^20 CPU, 2^26 CUDA)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 128])
+    p.add_argument("--features", type=int, nargs=2, default=[512, 512], metavar=("OUT", "IN"))
+    p.add_argument("--T", type=int, default=8)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
+    p.add_argument("--copy", action="store_true", help="also measure device copy bandwidth (the ceiling)")
+    p.add_argument("--out", default=None, help="result file stem (default benchmarks/results/kernels_<device>)")
+    args = p.parse_args(argv)
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available")
+    dtype = getattr(torch, args.dtype)
+    n = args.numel or (1 << 26 if device == "cuda" else 1 << 20)
+    n -= n % args.T
+    out_f, in_f = args.features
+    backends = _backends(device)
+
+    rows = []
+    for name, nbytes, make, check in cases(device, n, args.batches, out_f, in_f, args.T, dtype):
+        for b in backends:
+            check(b)  # correctness before timing
+            sec = _common.time_call(make(b), device)
+            rows.append({"op": name, "backend": b, "ms": sec * 1e3, "GB/s": nbytes / sec / 1e9})
+            print(f"  {name:28s} {b:7s} {sec * 1e3:9.3f} ms  {nbytes / sec / 1e9:8.2f} GB/s", file=sys.stderr)
+    eager = eager_outer(device, args.batches, out_f, in_f, dtype)
+    el = torch.empty((), dtype=dtype).element_size()
+    for (batch, how), sec in eager.items():
+        nbytes = (2 * out_f * in_f + batch * (out_f + in_f)) * el
+        rows.append({"op": f"outer_accumulate_ B={batch}", "backend": f"eager {how}", "ms": sec * 1e3,
+                     "GB/s": nbytes / sec / 1e9})
+    copy_gbs = copy_bandwidth(device, n, dtype) if args.copy else None
+
+    # speedup over the eager PyTorch expression of the same op, measured in this run
+    base = {}
+    for r in rows:
+        if r["backend"] in ("torch", "eager addmm_"):
+            base.setdefault(r["op"], r["ms"])
+    for r in rows:
+        r["speedup_vs_eager"] = base[r["op"]] / r["ms"]
+
+    print(f"\nKernel benchmark on {device} ({args.dtype}, {n} neurons, outer {out_f}x{in_f})\n")
+    print("| op | backend | ms | GB/s | x eager |")
+    print("|---|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['op']} | {r['backend']} | {r['ms']:.3f} | {r['GB/s']:.2f} | {r['speedup_vs_eager']:.2f} |")
+    if copy_gbs:
+        print(f"\ndevice copy bandwidth: {copy_gbs:.1f} GB/s")
+
+    stem = args.out or os.path.join(_common.RESULTS, f"kernels_{device}")
+    payload = {"command": _common.command_line(), "machine": _common.machine(device),
+               "build_info": ottt_cuda.build_info(), "dtype": args.dtype, "numel": n,
+               "features": [out_f, in_f], "T": args.T, "copy_GBps": copy_gbs, "rows": rows}
+    _common.save_json(stem + ".json", payload)
+    with open(stem + ".csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+    _plot(rows, stem + ".png", f"ottt_cuda kernels on {device} ({args.dtype})", copy_gbs)
+    print(f"\nsaved {stem}.json/.csv/.png")
+
+
+def _plot(rows, path, title, copy_gbs):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot", file=sys.stderr)
+        return
+    opnames = list(dict.fromkeys(r["op"] for r in rows))
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / len(backends)
+    for k, b in enumerate(backends):
+        xs, ys = [], []
+        for i, op in enumerate(opnames):
+            for r in rows:
+                if r["op"] == op and r["backend"] == b:
+                    xs.append(i + k * width)
+                    ys.append(r["GB/s"])
+        ax.bar(xs, ys, width, label=b)
+    if copy_gbs:
+        ax.axhline(copy_gbs, color="k", ls="--", lw=1, label="copy bandwidth")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(opnames))])
+    ax.set_xticklabels(opnames, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("GB/s (bytes the op must move / time)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
