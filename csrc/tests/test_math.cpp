@@ -323,6 +323,11 @@ void test_neuron_identities() {
             const T s = ottt::fire(c, h);
             check((s == T(0) || s == T(1)) && ((s == T(1)) == (h >= th)), "%s fire vth=%g h=%.9g: s=%g", tname<T>(),
                   v_th, double(h), double(s));
+            // The decision from z = h - v_th (what backward sees) is the forward one,
+            // also after z is rounded to a narrower type (here: float from double).
+            const T z = h - th;
+            check(ottt::fire_from_z(z) == s && ottt::fire_from_z(T(float(z))) == s,
+                  "%s fire_from_z vth=%g h=%.9g", tname<T>(), v_th, double(h));
             // Reset.
             const T vn = ottt::reset(c, h, s);
             if (hard) {
