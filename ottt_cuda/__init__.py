@@ -5,3 +5,10 @@ from . import ops, reference  # noqa: E402
 from ._backend import BACKENDS, build_info, get_backend, set_backend  # noqa: E402
 
 __all__ = ["ops", "reference", "BACKENDS", "build_info", "get_backend", "set_backend", "__version__"]
+
+# --- OTTT layers, training and models (issue 3) ---------------------------------
+from . import nn  # noqa: E402
+from .nn import reset, set_mode  # noqa: E402
+from .training import evaluate, train_step  # noqa: E402
+
+__all__ += ["nn", "reset", "set_mode", "train_step", "evaluate"]

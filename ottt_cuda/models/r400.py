@@ -1,0 +1,25 @@
+"""R400 (supplementary D.3): Fashion-MNIST, 784 -> 400 recurrent LIF (sWS on the
+input weights) -> 10 readout, dropout 0.2 on the hidden spikes (one mask per
+sequence). The input synapse's gradient uses the trace of the input (x_hat,
+Theorem 2 of the supplementary)."""
+import torch.nn as nn
+
+from .. import nn as onn
+from ._init import init_paper
+
+
+class R400(nn.Module):
+    def __init__(self, num_classes=10, in_features=784, hidden=400, dropout=0.2, tau=2.0):
+        super().__init__()
+        self.flatten = nn.Flatten(1)
+        self.rnn = onn.RecurrentLIF(in_features, hidden, ws=True, input_trace=True, tau=tau)
+        self.dropout = onn.Dropout(dropout)
+        self.readout = onn.Linear(hidden, num_classes, trace_decay=1.0 - 1.0 / tau)
+        init_paper(self)
+
+    def forward(self, x):
+        return self.readout(self.dropout(self.rnn(self.flatten(x))))
+
+
+def r400(num_classes=10, **kwargs):
+    return R400(num_classes, **kwargs)

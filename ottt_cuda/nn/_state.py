@@ -1,0 +1,132 @@
+"""State and execution-mode plumbing shared by every stateful layer.
+
+Each stateful module (neuron, synapse, dropout, recurrent cell) carries:
+- `mode`: "ottt" (membrane history detached, weight gradient with the trace),
+  "sltt" (as ottt, weight gradient with the current input), or "bptt"
+  (membrane history kept in the graph, plain weight gradient);
+- `step_mode`: "s" (one time step, x is [B, ...]) or "m" (x holds all steps);
+- `seq_len`: None, or T when a whole model runs multi-step on tensors whose
+  batch axis is time-major flattened, [T*B, ...]. The flattened form is what
+  lets ordinary torch modules (pooling, flatten, residual adds) sit between
+  our layers without wrappers in multi-step execution. With seq_len None a
+  standalone module in step_mode "m" takes [T, B, ...].
+"""
+import contextlib
+
+import torch.nn as nn
+
+MODES = ("ottt", "sltt", "bptt")
+STEP_MODES = ("s", "m")
+
+
+def check_mode(mode):
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def check_step_mode(step_mode):
+    if step_mode not in STEP_MODES:
+        raise ValueError(f"step_mode must be one of {STEP_MODES}, got {step_mode!r}")
+    return step_mode
+
+
+class Stateful(nn.Module):
+    """Base of every ottt_cuda layer that keeps state across time steps."""
+
+    def __init__(self, step_mode="s"):
+        super().__init__()
+        self.mode = "ottt"
+        self.step_mode = check_step_mode(step_mode)
+        self.seq_len = None
+
+    def reset_state(self):  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def step(self, x):
+        """One time step, x [B, ...]."""
+        raise NotImplementedError
+
+    def multi(self, x_seq):
+        """All steps at once, x_seq [T, B, ...]; by default a loop of step()."""
+        return _stack([self.step(x_seq[t]) for t in range(x_seq.shape[0])], x_seq)
+
+    def forward(self, x):
+        if self.step_mode == "s":
+            return self.step(x)
+        if self.seq_len is None:
+            if x.dim() < 2:
+                raise ValueError(f"x must be [T, B, ...] in step_mode 'm', got shape {tuple(x.shape)}")
+            return self.multi(x)
+        if x.shape[0] % self.seq_len:
+            raise ValueError(f"x's first dimension ({x.shape[0]}) must be T*B with T = seq_len = {self.seq_len}")
+        out = self.multi(x.unflatten(0, (self.seq_len, -1)))
+        return out.flatten(0, 1)
+
+
+def _stack(outs, like):
+    import torch
+
+    if not outs:
+        return like.new_empty(like.shape)
+    return torch.stack(outs)
+
+
+def stateful_modules(model):
+    return [m for m in model.modules() if isinstance(m, Stateful) or hasattr(m, "reset_state")]
+
+
+def reset(model):
+    """Clear every state in `model`: membranes, traces, dropout masks, feedback."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for m in model.modules():
+        fn = getattr(m, "reset_state", None)
+        if callable(fn):
+            fn()
+    return model
+
+
+def set_mode(model, mode):
+    """Set how every ottt_cuda layer in `model` keeps state and computes weight
+    gradients: "ottt", "sltt" or "bptt". Returns the model."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_mode(mode)
+    for m in model.modules():
+        if isinstance(m, Stateful):
+            m.mode = mode
+    return model
+
+
+def set_step_mode(model, step_mode, seq_len=None):
+    check_step_mode(step_mode)
+    for m in model.modules():
+        if isinstance(m, Stateful):
+            m.step_mode = step_mode
+            m.seq_len = seq_len
+    return model
+
+
+@contextlib.contextmanager
+def multistep(model, T):
+    """Run `model` on time-major flattened inputs [T*B, ...] for the duration."""
+    saved = [(m, m.step_mode, m.seq_len) for m in model.modules() if isinstance(m, Stateful)]
+    set_step_mode(model, "m", T)
+    try:
+        yield model
+    finally:
+        for m, sm, sl in saved:
+            m.step_mode, m.seq_len = sm, sl
+
+
+@contextlib.contextmanager
+def modes(model, mode):
+    """Temporarily set every layer's mode."""
+    saved = [(m, m.mode) for m in model.modules() if isinstance(m, Stateful)]
+    set_mode(model, mode)
+    try:
+        yield model
+    finally:
+        for m, md in saved:
+            m.mode = md

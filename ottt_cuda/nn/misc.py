@@ -1,0 +1,58 @@
+"""Small parameter-free layers: Scale and the per-sequence Dropout."""
+import torch
+import torch.nn as nn
+
+from .. import _validation
+from ._state import Stateful
+
+
+class Scale(nn.Module):
+    """x * c (the sWS gamma, 2.74 after spiking neurons)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = _validation.number(c, "c")
+
+    def forward(self, x):
+        return x * self.c
+
+    def extra_repr(self):
+        return f"c={self.c}"
+
+
+class Dropout(Stateful):
+    """Dropout with ONE mask per sample sequence: drawn at the first step after
+    a reset, reused at every time step, redrawn at the next reset (as the
+    paper's code). Identity in eval mode or with p = 0."""
+
+    def __init__(self, p=0.5, step_mode="s"):
+        super().__init__(step_mode)
+        self.p = _validation.number(p, "p", low=0.0)
+        if self.p >= 1.0:
+            raise ValueError(f"p must be < 1, got {self.p}")
+        self.mask = None
+
+    def reset_state(self):
+        self.mask = None
+
+    def _mask_for(self, x):
+        if self.mask is None or self.mask.shape != x.shape:
+            if self.mask is not None:
+                raise ValueError(f"Dropout mask has shape {tuple(self.mask.shape)} but the input step is "
+                                 f"{tuple(x.shape)}; call ottt_cuda.reset(model) between sequences")
+            keep = 1.0 - self.p
+            self.mask = torch.bernoulli(torch.full(x.shape, keep, dtype=torch.float32, device=x.device)) / keep
+        return self.mask.to(x.dtype)
+
+    def step(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        return x * self._mask_for(x)
+
+    def multi(self, x_seq):
+        if not self.training or self.p == 0.0 or x_seq.shape[0] == 0:
+            return x_seq
+        return x_seq * self._mask_for(x_seq[0])
+
+    def extra_repr(self):
+        return f"p={self.p}"

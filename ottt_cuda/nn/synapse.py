@@ -1,0 +1,150 @@
+"""Linear and Conv2d synapses that own the presynaptic trace of their input.
+
+Forward runs ONE matmul/convolution on the input itself. The weight gradient
+uses the trace a_hat[t] = trace_decay * a_hat[t-1] + x[t] (mode "ottt"), the
+input x[t] (mode "sltt", or trace=False: the paper's real-valued input layer),
+or plain autograd (mode "bptt"). The input gradient is always W^T g.
+
+Because the trace is a linear time-invariant filter, tracing what the synapse
+receives equals the paper's code, which carries a trace through every
+parameter-free module (average pooling, scaling, flattening). After a
+NON-linear module such as max-pooling the two differ: the synapse here traces
+the max-pooled spikes it actually receives, whereas the paper's code would
+max-pool the trace of the spikes. The paper's models use average pooling.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import _validation, ops
+from ._autograd import Conv2dTrace, LinearTrace
+from ._state import Stateful
+
+
+class _Synapse(Stateful):
+    """Trace bookkeeping shared by Linear and Conv2d."""
+
+    def _init_trace(self, trace, trace_decay):
+        if not isinstance(trace, bool):
+            raise TypeError(f"trace must be a bool, got {type(trace).__name__}")
+        self.trace = trace
+        self.trace_decay = _validation.decay(trace_decay, "trace_decay")
+        self.a_hat = None
+
+    def reset_state(self):
+        self.a_hat = None
+
+    def _grad_source(self, x):
+        """The tensor the weight gradient uses at this step (updates the trace)."""
+        if self.mode == "sltt" or not self.trace:
+            return x.detach()
+        a = self.a_hat
+        if a is not None and (a.shape != x.shape or a.dtype != x.dtype):
+            raise ValueError(f"{type(self).__name__} trace has shape {tuple(a.shape)} / {a.dtype} but the input is "
+                             f"{tuple(x.shape)} / {x.dtype}; call ottt_cuda.reset(model) between sequences")
+        self.a_hat = ops.trace_update(a, x.detach(), self.trace_decay)
+        return self.a_hat
+
+    def _weights(self):
+        return self.weight, self.bias
+
+    def _plain(self, x, w, b):  # pragma: no cover
+        raise NotImplementedError
+
+    def _traced(self, x, a, w, b):  # pragma: no cover
+        raise NotImplementedError
+
+    def step(self, x):
+        w, b = self._weights()
+        if self.mode == "bptt":
+            return self._plain(x, w, b)
+        a = self._grad_source(x)
+        if not torch.is_grad_enabled():
+            return self._plain(x, w, b)
+        return self._traced(x, a, w, b)
+
+    def multi(self, x_seq):
+        w, b = self._weights()
+        T = x_seq.shape[0]
+        flat = x_seq.flatten(0, 1)
+        if self.mode == "bptt":
+            return self._plain(flat, w, b).unflatten(0, (T, -1))
+        # The traces of all T steps, then one GEMM/conv for the forward and one
+        # for the weight gradient over T*B rows: the sum over t is in the GEMM.
+        a = torch.stack([self._grad_source(x_seq[t]) for t in range(T)]).flatten(0, 1)
+        out = self._plain(flat, w, b) if not torch.is_grad_enabled() else self._traced(flat, a, w, b)
+        return out.unflatten(0, (T, -1))
+
+
+class Linear(_Synapse):
+    """torch.nn.Linear with OTTT's trace-based weight gradient. Parameters
+    `weight` [out, in] and `bias` [out] as torch.nn.Linear."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *, trace=True,
+                 trace_decay=0.5, step_mode="s"):
+        super().__init__(step_mode)
+        ref = nn.Linear(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = ref.weight
+        self.bias = ref.bias
+        self._init_trace(trace, trace_decay)
+
+    def _plain(self, x, w, b):
+        return F.linear(x, w, b)
+
+    def _traced(self, x, a, w, b):
+        return LinearTrace.apply(x, a, w, b)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"trace={self.trace}, trace_decay={self.trace_decay}, mode={self.mode!r}")
+
+
+def _pair(v, name):
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(v)
+    if len(v) != 2 or not all(isinstance(i, int) for i in v):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+    return v
+
+
+class Conv2d(_Synapse):
+    """torch.nn.Conv2d with OTTT's trace-based weight gradient (zero padding
+    only). Parameters `weight` [out, in/groups, kh, kw] and `bias` [out]."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 padding_mode="zeros", device=None, dtype=None, *, trace=True, trace_decay=0.5, step_mode="s"):
+        super().__init__(step_mode)
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode must be 'zeros' for ottt_cuda.nn.Conv2d, got {padding_mode!r}")
+        ref = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                        padding_mode, device=device, dtype=dtype)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.dilation = ref.kernel_size, ref.stride, ref.dilation
+        self.padding = self._int_padding(ref.padding)
+        self.weight, self.bias = ref.weight, ref.bias
+        self._init_trace(trace, trace_decay)
+
+    def _int_padding(self, padding):
+        # The backward kernel takes integer padding: resolve torch's strings.
+        if padding == "valid":
+            return (0, 0)
+        if padding == "same":
+            total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            if any(t % 2 for t in total):
+                raise ValueError("padding='same' needs an odd effective kernel size in ottt_cuda.nn.Conv2d; "
+                                 "give padding as integers")
+            return tuple(t // 2 for t in total)
+        return _pair(padding, "padding")
+
+    def _plain(self, x, w, b):
+        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+    def _traced(self, x, a, w, b):
+        return Conv2dTrace.apply(x, a, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, groups={self.groups}, bias={self.bias is not None}, trace={self.trace}, "
+                f"trace_decay={self.trace_decay}, mode={self.mode!r}")

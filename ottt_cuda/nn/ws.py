@@ -1,0 +1,95 @@
+"""Scaled weight standardization (supplementary C.1) on the OTTT synapses.
+
+W_hat = gain * (W - mean_row) / sqrt(var_row * fan_in + eps), with the
+unbiased row variance as in the paper's code; gamma (2.74 for spike outputs)
+is applied by a Scale module after the neuron, as the paper's models do.
+
+Hoisting: while the weights do not change during a training step (OTTT_A,
+SLTT, BPTT), W_hat is computed once and handed to the synapse as a detached
+leaf; its gradient accumulates over the T steps and is back-propagated
+through the standardization once at the end (`hoisted`). Exact, because the
+sum over t commutes with the standardization's (linear) Jacobian. Without
+hoisting (OTTT_O, or a user's own loop) every call re-standardizes.
+"""
+import contextlib
+
+import torch
+import torch.nn as nn
+
+from .. import _validation
+from .synapse import Conv2d, Linear
+
+
+def standardize(weight, gain, eps):
+    dims = tuple(range(1, weight.dim()))
+    fan_in = weight[0].numel()
+    mean = weight.mean(dims, keepdim=True)
+    var = weight.var(dims, keepdim=True)
+    w = (weight - mean) / torch.sqrt(var * fan_in + eps)
+    return w if gain is None else w * gain
+
+
+class _WS:
+    def _init_ws(self, gain, eps):
+        self.eps = _validation.number(eps, "eps", low=0.0, low_open=True)
+        shape = (self.weight.shape[0],) + (1,) * (self.weight.dim() - 1)
+        self.gain = nn.Parameter(torch.ones(shape, dtype=self.weight.dtype, device=self.weight.device)) if gain \
+            else None
+        self._hoisted = None
+
+    def standardized_weight(self):
+        return standardize(self.weight, self.gain, self.eps)
+
+    def _weights(self):
+        if self._hoisted is not None:
+            return self._hoisted[1], self.bias
+        return self.standardized_weight(), self.bias
+
+    def hoist(self):
+        w_hat = self.standardized_weight()
+        leaf = w_hat.detach().requires_grad_(w_hat.requires_grad)
+        self._hoisted = (w_hat, leaf)
+
+    def unhoist(self, backward=True):
+        w_hat, leaf = self._hoisted
+        self._hoisted = None
+        if backward and leaf.grad is not None and w_hat.requires_grad:
+            torch.autograd.backward(w_hat, leaf.grad)
+
+
+class WSLinear(_WS, Linear):
+    """Linear with scaled weight standardization and a learnable gain [out, 1]."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *, gain=True, eps=1e-4,
+                 trace=True, trace_decay=0.5, step_mode="s"):
+        super().__init__(in_features, out_features, bias, device, dtype, trace=trace, trace_decay=trace_decay,
+                         step_mode=step_mode)
+        self._init_ws(gain, eps)
+
+
+class WSConv2d(_WS, Conv2d):
+    """Conv2d with scaled weight standardization and a learnable gain [out, 1, 1, 1]."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 padding_mode="zeros", device=None, dtype=None, *, gain=True, eps=1e-4, trace=True, trace_decay=0.5,
+                 step_mode="s"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype, trace=trace, trace_decay=trace_decay, step_mode=step_mode)
+        self._init_ws(gain, eps)
+
+
+@contextlib.contextmanager
+def hoisted(model, backward=True):
+    """Standardize every WS weight of `model` once for the duration; on a normal
+    exit back-propagate the accumulated gradient through the standardization
+    (when `backward`). On an exception the accumulated gradient is dropped."""
+    mods = [m for m in model.modules() if isinstance(m, _WS)]
+    for m in mods:
+        m.hoist()
+    ok = False
+    try:
+        yield model
+        ok = True
+    finally:
+        for m in mods:
+            m.unhoist(backward=backward and ok)

@@ -1,0 +1,214 @@
+"""One training step of a spiking network with OTTT, SLTT or BPTT, and evaluation.
+
+Loss at each step on the last layer's output u[t] (it does not spike):
+    L[t] = ((1 - a) * CE(u[t], y) + a * MSE(u[t], onehot(y))) / T
+and the prediction uses sum_t u[t] (supplementary C.2.2).
+"""
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from .nn import _state
+from .nn.ws import hoisted
+
+TRAIN_MODES = ("ottt_a", "ottt_o", "sltt", "sltt_k", "bptt")
+_LAYER_MODE = {"ottt_a": "ottt", "ottt_o": "ottt", "sltt": "sltt", "sltt_k": "sltt", "bptt": "bptt"}
+_AMP = {None: None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, torch.bfloat16: torch.bfloat16,
+        "fp16": torch.float16, "float16": torch.float16, torch.float16: torch.float16}
+
+
+def step_loss(out, y, T, loss_alpha):
+    """The per-step loss ((1-a) CE + a MSE(out, onehot)) / T, in at least float32."""
+    out = out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
+    loss = (1.0 - loss_alpha) * F.cross_entropy(out, y)
+    if loss_alpha:
+        loss = loss + loss_alpha * F.mse_loss(out, F.one_hot(y, out.shape[-1]).to(out.dtype))
+    return loss / T
+
+
+def _positive_int(v, name):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return v
+
+
+def _sequence_getter(x, T, batch, sequence):
+    """Decide whether x is static [B, ...] or a sequence [T, B, ...]; return
+    (x_at(t), x_slice(t0, n) -> [n, B, ...])."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if sequence is None:
+        as_static = x.dim() >= 1 and (batch is None or x.shape[0] == batch)
+        as_seq = x.dim() >= 2 and x.shape[0] == T and (batch is None or x.shape[1] == batch)
+        if as_static and as_seq:
+            raise ValueError(f"x of shape {tuple(x.shape)} could be a static batch or a [T, B, ...] sequence; "
+                             "pass sequence=True or sequence=False")
+        if not (as_static or as_seq):
+            raise ValueError(f"x must be a static batch [B, ...] or a sequence [T={T}, B, ...]; got shape "
+                             f"{tuple(x.shape)}" + (f" with B = {batch} (y's length)" if batch is not None else ""))
+        sequence = as_seq
+    if sequence:
+        if x.dim() < 2 or x.shape[0] != T:
+            raise ValueError(f"x must be [T={T}, B, ...] with sequence=True, got shape {tuple(x.shape)}")
+        return (lambda t: x[t]), (lambda t0, n: x[t0:t0 + n])
+    return (lambda t: x), (lambda t0, n: x.unsqueeze(0).expand(n, *x.shape))
+
+
+def _sequential_only(model):
+    # Models with feedback between time steps at the model level (VGG-F) must
+    # run one step at a time; they say so with this attribute.
+    return any(getattr(m, "sequential_only", False) for m in model.modules())
+
+
+def _autocast(device, amp):
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp)
+
+
+class _Runner:
+    def __init__(self, model, y, T, loss_alpha, amp, scaler, device):
+        self.model, self.y, self.T, self.a = model, y, T, loss_alpha
+        self.amp, self.scaler, self.device = amp, scaler, device
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.out_sum = None
+
+    def _record(self, out, loss):
+        self.loss += loss.detach().to(self.loss.dtype)
+        o = out.detach().sum(0) if out.dim() == 3 else out.detach()
+        o = o.float() if o.dtype in (torch.float16, torch.bfloat16) else o
+        self.out_sum = o.clone() if self.out_sum is None else self.out_sum + o
+
+    def step(self, x_t, backward=True):
+        with _autocast(self.device, self.amp):
+            out = self.model(x_t)
+            loss = step_loss(out, self.y, self.T, self.a)
+        if backward:
+            self.backward(loss)
+        self._record(out, loss)
+        return loss
+
+    def chunk(self, x_seq, backward=True):
+        n, B = x_seq.shape[0], x_seq.shape[1]
+        with _state.multistep(self.model, n), _autocast(self.device, self.amp):
+            out = self.model(x_seq.flatten(0, 1)).unflatten(0, (n, B))
+            losses = [step_loss(out[t], self.y, self.T, self.a) for t in range(n)]
+            loss = torch.stack(losses).sum()
+        if backward:
+            self.backward(loss)
+        self._record(out, loss)
+        return loss
+
+    def backward(self, loss):
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+
+def _optimizer_step(optimizer, scaler):
+    if optimizer is None:
+        return
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
+def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chunk=None, k=None, amp=None,
+               scaler=None, sequence=None):
+    """One training step on a batch; returns (loss, output_sum), both detached.
+
+    mode: "ottt_a" (backward every step, one optimizer step at the end;
+    optimizer=None only accumulates .grad), "ottt_o" (optimizer step after every
+    time step), "sltt" (weight gradients with the current input), "sltt_k"
+    (backward at k random steps, drawn first thing from torch's global RNG),
+    "bptt" (whole sequence multi-step, one backward). chunk=K with "ottt_a" or
+    "sltt": the online gradients K steps at a time (identical gradients).
+    x: static [B, ...] or sequence [T, B, ...] (`sequence` resolves ambiguity).
+    amp: None, "bf16" or "fp16" autocast; `scaler` a torch.amp.GradScaler
+    (recommended for fp16). The model's states are reset first.
+    """
+    if mode not in TRAIN_MODES:
+        raise ValueError(f"mode must be one of {TRAIN_MODES}, got {mode!r}")
+    T = _positive_int(T, "T")
+    if isinstance(loss_alpha, bool) or not isinstance(loss_alpha, (int, float)) or not 0.0 <= loss_alpha <= 1.0:
+        raise ValueError(f"loss_alpha must be a number in [0, 1], got {loss_alpha!r}")
+    if not isinstance(y, torch.Tensor) or y.dim() != 1:
+        raise ValueError(f"y must be a 1-D tensor of class indices [B], got {getattr(y, 'shape', type(y))}")
+    if chunk is not None:
+        chunk = _positive_int(chunk, "chunk")
+        if mode not in ("ottt_a", "sltt"):
+            raise ValueError(f"chunk is supported with mode 'ottt_a' or 'sltt', got mode {mode!r}")
+        if _sequential_only(model):
+            raise ValueError("chunk cannot be used with a model that has feedback between time steps "
+                             "(sequential_only)")
+    if mode == "sltt_k":
+        if k is None:
+            raise ValueError("k must be given with mode 'sltt_k'")
+        k = _positive_int(k, "k")
+        if k > T:
+            raise ValueError(f"k must be <= T ({T}), got {k}")
+    elif k is not None:
+        raise ValueError(f"k is only used with mode 'sltt_k', got mode {mode!r}")
+    if mode == "ottt_o" and optimizer is None:
+        raise ValueError("optimizer must be given with mode 'ottt_o' (it steps after every time step)")
+    if amp not in _AMP:
+        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+    amp = _AMP[amp]
+    x_at, x_slice = _sequence_getter(x, T, y.shape[0], sequence)
+    # Drawn before anything else so a caller can reproduce it with the same seed.
+    chosen = set(torch.randperm(T)[:k].tolist()) if mode == "sltt_k" else None
+
+    _state.reset(model)
+    _state.set_mode(model, _LAYER_MODE[mode])
+    run = _Runner(model, y, T, loss_alpha, amp, scaler, x.device)
+    if optimizer is not None:
+        optimizer.zero_grad(set_to_none=True)
+
+    if mode == "ottt_o":
+        for t in range(T):
+            if t:
+                optimizer.zero_grad(set_to_none=True)
+            run.step(x_at(t))
+            _optimizer_step(optimizer, scaler)
+        return run.loss, run.out_sum
+
+    # Weights are constant during the step: standardize WS weights once.
+    with hoisted(model):
+        if mode == "bptt":
+            if _sequential_only(model):
+                loss = sum(run.step(x_at(t), backward=False) for t in range(T))
+                run.backward(loss)
+            else:
+                run.chunk(x_slice(0, T))
+        elif chunk is not None:
+            for t0 in range(0, T, chunk):
+                run.chunk(x_slice(t0, min(chunk, T - t0)))
+        else:
+            for t in range(T):
+                if chosen is None or t in chosen:
+                    run.step(x_at(t))
+                else:
+                    with torch.no_grad():
+                        run.step(x_at(t), backward=False)
+    _optimizer_step(optimizer, scaler)
+    return run.loss, run.out_sum
+
+
+def evaluate(model, x, T, *, sequence=None, amp=None):
+    """sum_t of the model's output over T steps, without a graph. Feed-forward
+    models run all steps at once (one large GEMM/conv per layer)."""
+    T = _positive_int(T, "T")
+    if amp not in _AMP:
+        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+    x_at, x_slice = _sequence_getter(x, T, None, sequence if sequence is not None else
+                                     (False if x.dim() < 2 or x.shape[0] != T else None))
+    _state.reset(model)
+    with torch.no_grad(), _autocast(x.device, _AMP[amp]), hoisted(model, backward=False):
+        if _sequential_only(model):
+            out = sum(model(x_at(t)) for t in range(T))
+        else:
+            xs = x_slice(0, T)
+            with _state.modes(model, "bptt"), _state.multistep(model, T):
+                out = model(xs.flatten(0, 1)).unflatten(0, (T, xs.shape[1])).sum(0)
+    return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
