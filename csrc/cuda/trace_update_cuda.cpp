@@ -1,0 +1,58 @@
+// CUDA launch code of the presynaptic trace a = decay * a + s (out of place
+// and in place): the tensor handling of csrc/cpu/trace_update_cpu.cpp.
+#include <torch/library.h>
+
+#include "host_utils.h"
+
+namespace ottt {
+namespace {
+
+// out = decay * a + s over contiguous buffers on the current device; a may be
+// undefined (a zero trace) or the same tensor as out.
+void trace_kernel(const at::Tensor& out, const at::Tensor& a, const at::Tensor& s, double decay) {
+  const int64_t n = s.numel();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "trace_update_cuda", [&] {
+    assert_same_opmath<scalar_t>();
+    using opmath_t = at::opmath_type<scalar_t>;
+    if (n == 0) return;
+    gpu::launch_trace_update<scalar_t>(ptr_or_null<scalar_t>(a), s.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                       n, static_cast<opmath_t>(decay), current_stream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+at::Tensor trace_update_cuda(const c10::optional<at::Tensor>& trace_in, const at::Tensor& s_in, double decay) {
+  check_float(s_in, "s");
+  const at::Tensor s = s_in.contiguous();
+  const at::Tensor a = contiguous_or_undefined(trace_in);
+  if (a.defined()) check_like(a, "trace", s, "s");
+  check_cuda(s, "s");
+  const c10::cuda::CUDAGuard guard(s.device());
+  at::Tensor out = at::empty_like(s);
+  trace_kernel(out, a, s, decay);
+  return out;
+}
+
+void trace_update_inplace_cuda(at::Tensor& trace, const at::Tensor& s_in, double decay) {
+  check_float(trace, "trace");
+  check_like(s_in, "s", trace, "trace");
+  check_cuda(trace, "trace");
+  const c10::cuda::CUDAGuard guard(trace.device());
+  const at::Tensor s = s_in.contiguous();
+  if (trace.is_contiguous()) {
+    trace_kernel(trace, trace, s, decay);
+  } else {  // strided trace: compute densely, then write back through its strides
+    at::Tensor tmp = trace.contiguous();
+    trace_kernel(tmp, tmp, s, decay);
+    trace.copy_(tmp);
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ottt_cuda, CUDA, m) {
+  m.impl("trace_update", &trace_update_cuda);
+  m.impl("trace_update_", &trace_update_inplace_cuda);
+}
+
+}  // namespace ottt
