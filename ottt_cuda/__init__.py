@@ -12,3 +12,7 @@ from .nn import reset, set_mode  # noqa: E402
 from .training import evaluate, train_step  # noqa: E402
 
 __all__ += ["nn", "reset", "set_mode", "train_step", "evaluate"]
+from . import models  # noqa: E402
+from .convert import convert  # noqa: E402
+
+__all__ += ["models", "convert"]

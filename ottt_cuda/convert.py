@@ -1,0 +1,175 @@
+"""Drop-in conversion of an ordinary spiking model to ottt_cuda layers.
+
+nn.Linear / nn.Conv2d (and subclasses such as SpikingJelly's layer.Linear,
+layer.Conv2d, WSLinear, WSConv2d) become ottt_cuda's synapses with the same
+weights; the first synapse in module order (the one after the input) is
+untraced, as in the paper. Spiking neurons become ottt_cuda.nn.LIF:
+SpikingJelly's LIFNode / OTTTLIFNode / IFNode and snnTorch's Leaky
+(init_hidden=True, reset_delay=False). Any other module that looks like a
+spiking neuron raises an error naming it. The converted model is run one step
+per call, with ottt_cuda.reset between sequences.
+"""
+import copy
+import math
+
+import torch
+import torch.nn as nn
+
+from . import nn as onn
+
+# IF has no leak; the LIF kernels take a finite tau: 1e30 makes lambda = 1 - 1e-30,
+# which rounds to exactly 1 in float32/float64 arithmetic.
+_IF_TAU = 1e30
+
+_SJ_SURROGATES = {"Sigmoid": "sigmoid", "ATan": "atan", "PiecewiseQuadratic": None, "Rect": "rectangle"}
+_SNN_SURROGATES = {"ATan": "atan", "atan": "atan", "Sigmoid": "sigmoid", "sigmoid": "sigmoid",
+                   "Triangular": "triangle", "triangular": "triangle"}
+
+
+def _qualname(m):
+    return f"{type(m).__module__}.{type(m).__name__}"
+
+
+def _sj_surrogate(fn, name):
+    kind = type(fn).__name__
+    mapped = _SJ_SURROGATES.get(kind)
+    if mapped is None:
+        raise TypeError(f"convert: module {name!r} uses SpikingJelly surrogate {kind}, which ottt_cuda does not have "
+                        f"(supported: Sigmoid, ATan, Rect)")
+    return mapped, float(fn.alpha)
+
+
+def _from_spikingjelly(m, name, tau):
+    cls = type(m).__name__
+    surrogate, alpha = _sj_surrogate(m.surrogate_function, name)
+    v_reset = None if m.v_reset is None else float(m.v_reset)
+    # detach_reset=False is accepted: the forward is the same, and ottt_cuda
+    # always detaches the reset in backward (as OTTT and the paper's BPTT do).
+    if cls == "IFNode":
+        return onn.LIF(tau=_IF_TAU, v_th=float(m.v_threshold), v_reset=v_reset, decay_input=False,
+                       surrogate=surrogate, alpha=alpha)
+    return onn.LIF(tau=float(tau if tau is not None else m.tau), v_th=float(m.v_threshold), v_reset=v_reset,
+                   decay_input=bool(m.decay_input), surrogate=surrogate, alpha=alpha)
+
+
+def _from_snntorch(m, name, tau):
+    if not getattr(m, "init_hidden", False) or getattr(m, "output", False):
+        raise TypeError(f"convert: snnTorch Leaky {name!r} must have init_hidden=True and output=False (it then "
+                        "returns only spikes, as ottt_cuda.nn.LIF does)")
+    if getattr(m, "reset_delay", False):
+        raise TypeError(f"convert: snnTorch Leaky {name!r} has reset_delay=True (the reset is applied one step late, "
+                        "undecayed); ottt_cuda's LIF resets in the same step: build it with reset_delay=False")
+    if getattr(m, "learn_beta", False) or getattr(m, "learn_threshold", False):
+        raise TypeError(f"convert: snnTorch Leaky {name!r} learns beta/threshold; ottt_cuda's LIF has fixed ones")
+    beta = float(torch.as_tensor(m.beta).reshape(-1)[0]) if torch.as_tensor(m.beta).numel() == 1 else None
+    if beta is None:
+        raise TypeError(f"convert: snnTorch Leaky {name!r} has a per-neuron beta; only a scalar beta is supported")
+    mech = m.reset_mechanism
+    if mech == "subtract":
+        v_reset = None
+    elif mech == "zero":
+        v_reset = 0.0
+    else:
+        raise TypeError(f"convert: snnTorch Leaky {name!r} has reset_mechanism={mech!r}; supported: 'subtract', "
+                        "'zero'")
+    grad_name = getattr(m.spike_grad, "__qualname__", None) or getattr(m.spike_grad, "__name__", "")
+    surrogate = next((v for k, v in _SNN_SURROGATES.items() if k in str(grad_name)), None)
+    if surrogate is None:
+        raise TypeError(f"convert: snnTorch Leaky {name!r} uses surrogate {grad_name!r}; supported: atan, sigmoid, "
+                        "triangular")
+    alpha = _snn_alpha(m.spike_grad, surrogate)
+    tau_v = float(tau) if tau is not None else (_IF_TAU if beta >= 1.0 else 1.0 / (1.0 - beta))
+    return onn.LIF(tau=tau_v, v_th=float(torch.as_tensor(m.threshold).reshape(-1)[0]), v_reset=v_reset,
+                   decay_input=False, surrogate=surrogate, alpha=alpha)
+
+
+def _snn_alpha(spike_grad, surrogate):
+    # snnTorch surrogates are closures over their slope; read it from the closure.
+    cells = getattr(spike_grad, "__closure__", None) or ()
+    for c in cells:
+        try:
+            v = c.cell_contents
+        except ValueError:
+            continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    return {"atan": 2.0, "sigmoid": 25.0, "triangle": 1.0}[surrogate]
+
+
+def _neuron(m, name, tau):
+    mod = type(m).__module__
+    cls = type(m).__name__
+    if mod.startswith("spikingjelly") and cls in ("LIFNode", "OTTTLIFNode", "IFNode"):
+        return _from_spikingjelly(m, name, tau)
+    if mod.startswith("snntorch") and cls == "Leaky":
+        return _from_snntorch(m, name, tau)
+    looks_spiking = mod.startswith(("spikingjelly", "snntorch", "norse", "lava")) and (
+        "Node" in cls or "neuron" in mod or cls in ("Synaptic", "Alpha", "Lapicque", "RLeaky", "RSynaptic"))
+    if looks_spiking:
+        raise TypeError(f"convert: unsupported spiking neuron {_qualname(m)} at {name!r}; supported: SpikingJelly "
+                        "LIFNode/OTTTLIFNode/IFNode and snnTorch Leaky")
+    return None
+
+
+def _synapse(m, traced, decay):
+    ws = hasattr(m, "gain") and hasattr(m, "get_weight")  # SpikingJelly WSConv2d / WSLinear
+    dev, dt = m.weight.device, m.weight.dtype
+    if isinstance(m, nn.Linear):
+        cls = onn.WSLinear if ws else onn.Linear
+        kw = dict(gain=m.gain is not None, eps=m.eps) if ws else {}
+        new = cls(m.in_features, m.out_features, m.bias is not None, dev, dt, trace=traced, trace_decay=decay, **kw)
+    else:
+        if m.padding_mode != "zeros":
+            raise TypeError(f"convert: {_qualname(m)} with padding_mode={m.padding_mode!r} is not supported")
+        cls = onn.WSConv2d if ws else onn.Conv2d
+        kw = dict(gain=m.gain is not None, eps=m.eps) if ws else {}
+        new = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
+                  m.bias is not None, m.padding_mode, dev, dt, trace=traced, trace_decay=decay, **kw)
+    with torch.no_grad():
+        new.weight.copy_(m.weight)
+        if m.bias is not None:
+            new.bias.copy_(m.bias)
+        if ws and m.gain is not None:
+            new.gain.copy_(m.gain.reshape(new.gain.shape))
+    return new
+
+
+def convert(model, tau=None, *, inplace=False):
+    """Return `model` with its synapses and spiking neurons replaced by
+    ottt_cuda's (weights kept). `tau` overrides every neuron's time constant.
+    A synapse's trace decay is the leak 1 - 1/tau of the neuron layer that
+    follows it in module order (0.5 when none follows)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0
+                            or not math.isfinite(tau)):
+        raise ValueError(f"tau must be a positive finite number or None, got {tau!r}")
+    model = model if inplace else copy.deepcopy(model)
+
+    # First pass: the new neurons, in module order (also fixes the decays).
+    order = []  # (parent, child name, full name, module)
+    for full, m in model.named_modules():
+        for cname, child in m.named_children():
+            order.append((m, cname, f"{full}.{cname}" if full else cname, child))
+    neurons = {}
+    for parent, cname, full, child in order:
+        if isinstance(child, onn.Stateful) or isinstance(child, (nn.Linear, nn.Conv2d)):
+            continue
+        new = _neuron(child, full, tau)
+        if new is not None:
+            neurons[full] = new
+    synapses = [s for s in order if isinstance(s[3], (nn.Linear, nn.Conv2d)) and not isinstance(s[3], onn.Stateful)]
+    if any(isinstance(s[3], nn.Conv2d) and s[3].weight.dim() != 4 for s in synapses):
+        raise TypeError("convert: only 2-d convolutions are supported")
+    names = [f for _, _, f, _ in order]
+    first = True
+    for parent, cname, full, m in synapses:
+        idx = names.index(full)
+        follow = next((neurons[n] for n in names[idx + 1:] if n in neurons), None)
+        decay = follow.decay if follow is not None and follow.tau < _IF_TAU else (1.0 if follow is not None else 0.5)
+        setattr(parent, cname, _synapse(m, traced=not first, decay=decay))
+        first = False
+    for parent, cname, full, m in order:
+        if full in neurons:
+            setattr(parent, cname, neurons[full])
+    return model

@@ -1,0 +1,128 @@
+"""convert(): SpikingJelly and snnTorch models give the same forward outputs
+after conversion; unsupported neurons are named in the error."""
+import pytest
+import torch
+import torch.nn as nn
+
+import ottt_cuda
+from ottt_cuda import nn as onn
+
+T = 4
+
+
+def run_steps(model, x_seq, reset):
+    reset(model)
+    with torch.no_grad():
+        return torch.stack([model(x) for x in x_seq])
+
+
+def test_convert_plain_torch_layers_keeps_weights_and_first_untraced():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 16, 3))
+    c = ottt_cuda.convert(m)
+    assert isinstance(c[0], onn.Conv2d) and not c[0].trace
+    assert isinstance(c[2], onn.Linear) and c[2].trace
+    assert torch.equal(c[0].weight, m[0].weight) and torch.equal(c[2].bias, m[2].bias)
+    assert isinstance(m[0], nn.Conv2d) and not isinstance(m[0], onn.Conv2d)  # original untouched
+    x = torch.randn(2, 2, 4, 4)
+    torch.testing.assert_close(c(x), m(x))
+
+
+def test_convert_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="model"):
+        ottt_cuda.convert("not a model")
+    with pytest.raises(ValueError, match="tau"):
+        ottt_cuda.convert(nn.Linear(2, 2), tau=-1.0)
+
+
+
+def _spikingjelly():
+    return pytest.importorskip("spikingjelly.activation_based", reason="spikingjelly is not installed")
+
+
+@pytest.mark.parametrize("kind", ["LIFNode", "OTTTLIFNode", "IFNode", "LIFNode-hard-decay", "ATan"])
+def test_convert_spikingjelly_same_forward(kind):
+    sja = _spikingjelly()
+    from spikingjelly.activation_based import functional, layer, neuron, surrogate
+
+    def make():
+        if kind == "LIFNode":
+            return neuron.LIFNode(tau=3.0, decay_input=False, v_threshold=0.8)
+        if kind == "OTTTLIFNode":
+            return neuron.OTTTLIFNode(tau=2.0)
+        if kind == "IFNode":
+            return neuron.IFNode(v_threshold=1.2, v_reset=None)
+        if kind == "ATan":
+            return neuron.LIFNode(tau=2.0, decay_input=False, surrogate_function=surrogate.ATan(alpha=3.0))
+        return neuron.LIFNode(tau=1.5, decay_input=True, v_reset=0.1)
+
+    torch.manual_seed(0)
+    net = nn.Sequential(layer.Conv2d(2, 6, 3, padding=1), make(), layer.AvgPool2d(2), layer.Flatten(1),
+                        layer.WSLinear(6 * 16, 8), make(), nn.Linear(8, 3)).double()
+    conv = ottt_cuda.convert(net)
+    assert sum(isinstance(m, onn.LIF) for m in conv.modules()) == 2
+    assert isinstance(conv[4], onn.WSLinear)
+    x_seq = 2.0 * torch.rand(T, 3, 2, 8, 8, dtype=torch.float64)
+    # SpikingJelly's OTTT neuron returns [spike, trace] in training mode; compare in eval mode.
+    net.eval()
+    conv.eval()
+    expected = run_steps(net, x_seq, functional.reset_net)
+    got = run_steps(conv, x_seq, ottt_cuda.reset)
+    assert expected.abs().max() > 0
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_convert_spikingjelly_vgg_keeps_gradients_untraced_input():
+    _spikingjelly()
+    from spikingjelly.activation_based.model import spiking_vggws_ottt as sv
+
+    net = sv.ottt_spiking_vggws(num_classes=4)
+    conv = ottt_cuda.convert(net)
+    synapses = [m for m in conv.modules() if isinstance(m, onn.Conv2d | onn.Linear)]
+    assert not synapses[0].trace and all(s.trace for s in synapses[1:])
+    assert all(isinstance(s, onn.WSConv2d) for s in synapses[:-1])
+
+
+def test_convert_unsupported_spikingjelly_neuron_is_named():
+    _spikingjelly()
+    from spikingjelly.activation_based import neuron
+
+    net = nn.Sequential(nn.Linear(3, 3), neuron.ParametricLIFNode())
+    with pytest.raises(TypeError, match=r"ParametricLIFNode.*'1'"):
+        ottt_cuda.convert(net)
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_convert_snntorch_same_forward(reset):
+    snn = pytest.importorskip("snntorch", reason="snntorch is not installed")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(10, 12),
+                        snn.Leaky(beta=0.7, threshold=0.9, init_hidden=True, reset_mechanism=reset,
+                                  reset_delay=False),
+                        nn.Linear(12, 5),
+                        snn.Leaky(beta=0.5, init_hidden=True, reset_mechanism=reset, reset_delay=False),
+                        nn.Linear(5, 3))
+    conv = ottt_cuda.convert(net)
+    lifs = [m for m in conv.modules() if isinstance(m, onn.LIF)]
+    assert len(lifs) == 2 and lifs[0].v_th == pytest.approx(0.9)
+    x_seq = 1.5 * torch.rand(T, 4, 10)
+
+    def reset_snn(model):
+        for m in model.modules():
+            if isinstance(m, snn.Leaky):
+                m.reset_hidden()
+
+    expected = run_steps(net, x_seq, reset_snn)
+    got = run_steps(conv, x_seq, ottt_cuda.reset)
+    assert expected.abs().max() > 0
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_convert_snntorch_unsupported_configurations_are_named():
+    snn = pytest.importorskip("snntorch", reason="snntorch is not installed")
+    with pytest.raises(TypeError, match=r"reset_delay.*|'1'"):
+        ottt_cuda.convert(nn.Sequential(nn.Linear(3, 3), snn.Leaky(beta=0.5, init_hidden=True)))
+    with pytest.raises(TypeError, match="'1'.*init_hidden"):
+        ottt_cuda.convert(nn.Sequential(nn.Linear(3, 3), snn.Leaky(beta=0.5, reset_delay=False)))
+    with pytest.raises(TypeError, match="Synaptic"):
+        ottt_cuda.convert(nn.Sequential(nn.Linear(3, 3), snn.Synaptic(alpha=0.5, beta=0.5, init_hidden=True)))
