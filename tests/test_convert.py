@@ -42,7 +42,7 @@ def _spikingjelly():
 
 @pytest.mark.parametrize("kind", ["LIFNode", "OTTTLIFNode", "IFNode", "LIFNode-hard-decay", "ATan"])
 def test_convert_spikingjelly_same_forward(kind):
-    sja = _spikingjelly()
+    _spikingjelly()
     from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
     def make():

@@ -1,5 +1,4 @@
 """The paper's VGG with scaled weight standardization (and VGG-F, supplementary D.2)."""
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 

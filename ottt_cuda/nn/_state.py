@@ -72,10 +72,6 @@ def _stack(outs, like):
     return torch.stack(outs)
 
 
-def stateful_modules(model):
-    return [m for m in model.modules() if isinstance(m, Stateful) or hasattr(m, "reset_state")]
-
-
 def reset(model):
     """Clear every state in `model`: membranes, traces, dropout masks, feedback."""
     if not isinstance(model, nn.Module):
