@@ -1,0 +1,74 @@
+"""One benchmark configuration, run in its own process so that its peaks are
+its own: python -m ottt_cuda.bench.worker '<json config>' prints one JSON
+record on its last stdout line.
+
+Order: build the model and input; one warm-up step under the saved-bytes
+counter (the deterministic figure; also checks the loss is finite and creates
+the optimizer's state); then `iters` timed steps, each under PeakMemory
+(no hooks there, so timing and peaks are those of a plain step).
+"""
+import json
+import math
+import statistics
+import sys
+import time
+
+import torch
+
+from . import memory, methods
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(config):
+    device = torch.device(config["device"])
+    method, model_name, T, batch = config["method"], config["model"], config["T"], config["batch"]
+    iters = max(1, int(config.get("iters", 3)))
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    model, step = methods.build(method, model_name, device, seed=config.get("seed", 0))
+    model.train()
+    x, y = methods.make_input(model_name, batch, device, seed=config.get("seed", 0))
+    opt = methods.make_optimizer(model)
+
+    with memory.SavedBytes(model) as sb:
+        loss = step(x, y, opt, T)
+    loss = float(loss)
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"{method} T={T}: loss is {loss}")
+
+    times, peaks, source = [], [], None
+    for _ in range(iters):
+        _sync(device)
+        with memory.PeakMemory(device) as pm:
+            t0 = time.perf_counter()
+            loss_i = step(x, y, opt, T)
+            _sync(device)
+            dt = time.perf_counter() - t0
+        if not math.isfinite(float(loss_i)):
+            raise FloatingPointError(f"{method} T={T}: loss is {float(loss_i)}")
+        times.append(dt)
+        peaks.append(pm.bytes)
+        source = pm.source
+    return {
+        "method": method, "T": T, "batch": batch, "device": device.type, "model": model_name,
+        "iter_s": statistics.median(times), "peak_mb": statistics.median(peaks) / memory.MB,
+        "saved_mb": sb.peak / memory.MB,
+        # breakdown and raw samples, for whoever wants to look closer
+        "saved_tensors_mb": sb.peak_saved / memory.MB, "state_mb": sb.peak_state / memory.MB,
+        "iter_s_all": times, "peak_mb_all": [p / memory.MB for p in peaks], "peak_source": source,
+        "loss": loss, "iters": iters, "threads": torch.get_num_threads(),
+    }
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    record = run(json.loads(argv[0]))
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
