@@ -70,6 +70,9 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=3, help="timed steps per configuration (after 1 warm-up)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads in each worker")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per configuration")
+    p.add_argument("--in-process", action="store_true",
+                   help="run every configuration in this process (quick checks; the peaks are then not "
+                        "per configuration)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the records (a JSON list) here")
     p.add_argument("--plot", default=None, metavar="PATH", help="write the two-panel PNG here")
     args = p.parse_args(argv)
@@ -121,6 +124,15 @@ def run_config(config, timeout, env):
     return dict(config, iter_s=None, peak_mb=None, saved_mb=None, error=err[-2000:])
 
 
+def _in_process(config):
+    from . import worker
+
+    try:
+        return worker.run(config)
+    except Exception as e:  # reported like a failed subprocess
+        return dict(config, iter_s=None, peak_mb=None, saved_mb=None, error=f"{type(e).__name__}: {e}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     configs = [{"method": m, "T": T, "batch": args.batch, "device": args.device, "model": args.model,
@@ -131,7 +143,7 @@ def main(argv=None):
     try:
         for c in configs:
             pb.set_postfix_str(f"{c['method']} T={c['T']}")
-            rec = run_config(c, args.timeout, env)
+            rec = _in_process(c) if args.in_process else run_config(c, args.timeout, env)
             if rec.get("error"):
                 print(f"\n{c['method']} T={c['T']} failed:\n{rec['error']}", file=sys.stderr)
             records.append(rec)

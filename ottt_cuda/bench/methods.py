@@ -29,6 +29,8 @@ LOSS_ALPHA = 0.05  # the paper's CE/MSE mix
 MODELS = {
     "vgg11_ws": (lambda c: _models.vgg11_ws(num_classes=c), (3, 32, 32), 10, True),
     "r400": (lambda c: _models.r400(num_classes=c), (1, 28, 28), 10, False),
+    # VGG-11 without sWS: plain convolutions, so the saved bytes are activations only
+    "vgg11": (lambda c: _models.VGGWS(num_classes=c, ws=False), (3, 32, 32), 10, False),
     "vgg11f_ws": (lambda c: _models.vgg11f_ws(num_classes=c), (3, 32, 32), 10, False),
     "nf_resnet34": (lambda c: _models.nf_resnet34(num_classes=c), (3, 32, 32), 10, False),
 }
