@@ -14,7 +14,9 @@ PY=${PYTHON:-python3}
 
 # torch 2.14.1 is the CUDA 13 build on this platform; it imports and runs on the CPU.
 python -c "import torch" 2>/dev/null || pip install -q "torch==${OTTT_TORCH_VERSION:-2.14.1}"
-pip install -q ninja pytest hypothesis numpy expecttest matplotlib
+pip install -q ninja pytest hypothesis numpy expecttest matplotlib tqdm
+# The peers the tests and benchmarks compare against (SpikingJelly's OTTT, snnTorch's Leaky).
+pip install -q spikingjelly snntorch
 
 # nvcc may be a wrapper script: CUDA_HOME is the toolkit folder it calls.
 if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null 2>&1; then
