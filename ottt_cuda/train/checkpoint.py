@@ -1,0 +1,71 @@
+"""Checkpoints: everything a resumed run needs to continue exactly as an uninterrupted one.
+
+A checkpoint holds the model, optimizer, LR scheduler, grad scaler, the epoch just finished,
+the best test accuracy and accumulated training time, the run's configuration (checked on
+resume), and the RNG states of every rank: torch (CPU and CUDA), numpy, python `random` and
+the DataLoader's generator (which orders the shuffled batches and seeds the loader workers).
+
+States are stored as tensors and plain containers only, so torch.load(weights_only=True)
+reads them (no pickled code runs when a checkpoint is loaded).
+"""
+import os
+import random
+
+import numpy as np
+import torch
+
+from .recipes import ConfigError
+
+# Configuration keys a resumed run must share with the checkpoint: any change makes the
+# continuation a different run (and silently so, without this check).
+MUST_MATCH = ("dataset", "model", "mode", "T", "batch", "epochs", "lr", "wd", "optimizer", "schedule", "momentum",
+              "dropout", "loss_alpha", "seed", "k", "chunk", "amp", "world_size", "limit_batches", "image_size")
+
+
+def rng_state(loader_generator):
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])),
+        "python": random.getstate(),
+        "loader": loader_generator.get_state(),
+    }
+
+
+def set_rng_state(state, loader_generator):
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(_tuples(state["python"]))
+    loader_generator.set_state(state["loader"])
+
+
+def _tuples(x):
+    # random.setstate wants tuples; a round trip through some loaders may give lists.
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def save(path, state):
+    """Write atomically (a crash mid-write leaves the previous checkpoint intact)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_config(saved, current):
+    diff = {k: (saved.get(k), current.get(k)) for k in MUST_MATCH if saved.get(k) != current.get(k)}
+    if diff:
+        lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+        raise ConfigError(f"--resume: the checkpoint was written by a different configuration ({lines}); "
+                         "resume with the same options as the original run")

@@ -1,0 +1,111 @@
+"""Command line: `python -m ottt_cuda.train DATASET [options]` (console script `ottt-train`).
+
+The recipe of DATASET (ottt_cuda.train.recipes) gives every default; each option overrides one
+field. Multi-GPU / multi-process: `torchrun --nproc_per_node=N -m ottt_cuda.train DATASET ...`
+(--batch is the global batch, split evenly over the processes).
+"""
+import argparse
+import json
+import sys
+
+from ..training import TRAIN_MODES
+from .recipes import DATASETS, RECIPES, ConfigError
+
+MODELS = ("r400", "r_small", "vgg11_ws", "vgg11f_ws", "nf_resnet34")
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="ottt-train", description="Train a spiking network with OTTT (or SLTT / BPTT) on a paper recipe.",
+        epilog="Defaults per data set (the paper's recipes): " + "; ".join(
+            f"{d}: {r.model} T={r.T} epochs={r.epochs} batch={r.batch} {r.optimizer} lr={r.lr} wd={r.wd}"
+            for d, r in RECIPES.items()))
+    p.add_argument("dataset", choices=DATASETS)
+    a = p.add_argument
+    a("--mode", choices=TRAIN_MODES, help="training mode (default ottt_a)")
+    a("--T", type=int, help="time steps per sample")
+    a("--epochs", type=int)
+    a("--batch", type=int, help="global batch size (divided over data-parallel processes)")
+    a("--lr", type=float, help="initial learning rate")
+    a("--wd", type=float, help="weight decay")
+    a("--momentum", type=float, help="SGD momentum (default 0.9)")
+    a("--optimizer", choices=("sgd", "adam"))
+    a("--schedule", choices=("cosine", "step30", "constant"), help="cosine to 0 over the epochs, x0.1 every 30 "
+                                                                   "epochs, or constant")
+    a("--dropout", type=float)
+    a("--loss-alpha", type=float, help="weight of the MSE term: (1-a) CE + a MSE")
+    a("--model", choices=MODELS)
+    a("--k", type=int, help="SLTT-K: number of time steps back-propagated (default ceil(T/2))")
+    a("--chunk", type=int, help="OTTT_A/SLTT: compute the online gradients this many steps at a time")
+    a("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast precision")
+    a("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    a("--data-dir", help="where the data set lives (see ottt_cuda/train/data.py for the formats)")
+    a("--out-dir", help="metrics, checkpoints, results (default runs/DATASET-MODE)")
+    a("--seed", type=int, default=0)
+    a("--workers", type=int, help="DataLoader worker processes")
+    a("--threads", type=int, help="CPU threads for torch (torch.set_num_threads); on a busy machine 1 is often "
+                                  "much faster for small models")
+    a("--image-size", type=int, help="ImageNet crop size (default 224)")
+    a("--resume", metavar="PATH", help="continue from a checkpoint (e.g. OUT_DIR/checkpoint.pt), same options")
+    a("--stop-after", type=int, metavar="N", help="stop after N epochs in this invocation (resume later)")
+    a("--limit-batches", type=int, metavar="N", help="at most N train and N test batches per epoch (smoke tests)")
+    a("--stats", action="store_true", help="firing-rate statistics on the test set: stats.json + firing_rates.png")
+    a("--download", action="store_true", help="download the data set if missing (cifar10/cifar100 only)")
+    a("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def resolve(args):
+    """The run's configuration: recipe defaults overridden by the given options."""
+    r = RECIPES[args.dataset]
+    mode = args.mode or r.mode
+    T = args.T if args.T is not None else r.T
+    cfg = {
+        "dataset": args.dataset, "mode": mode, "T": T,
+        "model": args.model or r.model, "num_classes": r.num_classes, "in_channels": r.in_channels,
+        "epochs": args.epochs if args.epochs is not None else r.epochs,
+        "batch": args.batch or r.batch,
+        "lr": args.lr if args.lr is not None else r.lr,
+        "wd": args.wd if args.wd is not None else r.weight_decay(mode),
+        "momentum": args.momentum if args.momentum is not None else 0.9,
+        "optimizer": args.optimizer or r.optimizer,
+        "schedule": args.schedule or r.schedule,
+        "dropout": args.dropout if args.dropout is not None else r.dropout,
+        "loss_alpha": args.loss_alpha if args.loss_alpha is not None else r.loss_alpha,
+        "k": (args.k if args.k is not None else (T + 1) // 2) if mode == "sltt_k" else None,
+        "chunk": args.chunk, "amp": None if args.amp == "none" else args.amp,
+        "device": args.device, "data_dir": args.data_dir,
+        "out_dir": args.out_dir or f"runs/{args.dataset}-{mode}",
+        "seed": args.seed, "workers": args.workers if args.workers is not None else r.workers,
+        "image_size": args.image_size or (r.image_size if args.dataset == "imagenet" else None),
+        "resume": args.resume, "stop_after": args.stop_after, "limit_batches": args.limit_batches,
+        "threads": args.threads, "stats": args.stats, "download": args.download, "progress": not args.no_progress,
+    }
+    for key in ("T", "epochs", "batch", "workers", "threads", "k", "chunk", "stop_after", "limit_batches", "image_size"):
+        v = cfg[key]
+        if v is not None and (v < 0 or (v == 0 and key not in ("epochs", "workers"))):
+            raise ConfigError(f"--{key.replace('_', '-')} must be {'>= 0' if key in ('epochs', 'workers') else '>= 1'}"
+                             f", got {v}")
+    if cfg["chunk"] is not None and mode not in ("ottt_a", "sltt"):
+        raise ConfigError(f"--chunk works with --mode ottt_a or sltt, not {mode}")
+    if cfg["k"] is not None and cfg["k"] > T:
+        raise ConfigError(f"--k ({cfg['k']}) must be <= T ({T})")
+    return cfg
+
+
+def main(argv=None):
+    """Entry point; returns the process exit status. The last line on stdout is the result JSON."""
+    from .data import DataError
+    from .runner import run
+
+    args = parser().parse_args(argv)
+    try:
+        cfg = resolve(args)
+        result = run(cfg)
+    except (DataError, ConfigError, FileNotFoundError) as e:
+        print(f"ottt-train: error: {e}", file=sys.stderr)
+        return 2
+    if result is not None:  # None on non-zero ranks: only rank 0 reports
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+    return 0
