@@ -1,7 +1,9 @@
 """Kernel bandwidth: GB/s of lif_step forward/backward, lif_multistep, trace_update
 and outer_accumulate_ for each backend on a device, against the equivalent eager
-PyTorch expression (the 'torch' backend: ottt_cuda.reference), with the bytes
-each op must move counted by hand.
+PyTorch expression (the 'torch' backend: ottt_cuda.reference; torch.addmm_ /
+addr_ for outer_accumulate_ at batch 1, 8, 128; SpikingJelly's multi-step
+LIFNode for lif_multistep when SpikingJelly is installed), with the bytes each
+op must move counted by hand.
 
     python benchmarks/kernels.py                      # CPU, default sizes
     python benchmarks/kernels.py --device cuda --copy  # on a GPU, plus copy bandwidth
@@ -121,6 +123,39 @@ def eager_outer(device, batches, out_f, in_f, dtype):
     return res
 
 
+def spikingjelly_multistep(device, T, n, dtype):
+    """SpikingJelly's multi-step LIF (neuron.LIFNode, step_mode 'm') with the
+    same neuron (tau 2, soft reset, reset detached, decay_input False,
+    sigmoid(4) surrogate), fwd+bwd on the same input as lif_multistep: checked
+    against ottt_cuda's reference, then timed. SpikingJelly 2 has no `backend`
+    argument: it picks its implementation per device itself (its torch kernel
+    on CPU). None when SpikingJelly is not installed."""
+    try:
+        from spikingjelly.activation_based import functional, neuron, surrogate
+    except ImportError:
+        return None
+    gen = torch.Generator().manual_seed(0)
+    xs = (torch.randn(T, n // T, generator=gen) * 1.5).to(device, dtype)
+    node = neuron.LIFNode(tau=2.0, decay_input=False, v_reset=None, detach_reset=True,
+                          surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode="m")
+
+    def run():
+        functional.reset_net(node)
+        xx = xs.detach().requires_grad_()
+        s = node(xx)
+        (g,) = torch.autograd.grad(s, xx, torch.ones_like(s))
+        return s.detach(), g
+
+    def ours():
+        xx = xs.detach().requires_grad_()
+        s, _ = _with("torch", lambda: ops.lif_multistep(xx))()
+        (g,) = torch.autograd.grad(s, xx, torch.ones_like(s))
+        return s.detach(), g
+
+    _check_equal(run(), ours())
+    return _common.time_call(run, device)
+
+
 def _check_equal(got, want):
     for a, b in zip(got, want):
         if a.dtype == torch.float32 and b.dtype == torch.float32 and a.shape == b.shape:
@@ -169,6 +204,11 @@ def main(argv=None):
         nbytes = (2 * out_f * in_f + batch * (out_f + in_f)) * el
         rows.append({"op": f"outer_accumulate_ B={batch}", "backend": f"eager {how}", "ms": sec * 1e3,
                      "GB/s": nbytes / sec / 1e9})
+    sj_sec = spikingjelly_multistep(device, args.T, n, dtype)
+    if sj_sec is not None:
+        nbytes = 6 * n * el  # as lif_multistep above: x, s, saved state in fwd; grad, state, grad_x in bwd
+        rows.append({"op": f"lif_multistep fwd+bwd T={args.T}", "backend": "spikingjelly LIFNode", "ms": sj_sec * 1e3,
+                     "GB/s": nbytes / sj_sec / 1e9})
     copy_gbs = copy_bandwidth(device, n, dtype) if args.copy else None
 
     # speedup over the eager PyTorch expression of the same op, measured in this run

@@ -138,6 +138,11 @@ def main(argv=None):
     configs = [{"method": m, "T": T, "batch": args.batch, "device": args.device, "model": args.model,
                 "iters": args.iters, "threads": args.threads} for m in args.methods for T in args.T]
     env = _worker_env()
+    meta = {"machine": machine(args.device), "torch": torch.__version__,
+            "command": " ".join(["python -m ottt_cuda.bench"] + (sys.argv[1:] if argv is None else list(argv))),
+            "memory": "saved_mb: peak of live bytes saved for backward (once per storage) + layer state; "
+                      "peak_mb: peak growth during one step (CUDA allocator or process RSS high-water mark); "
+                      "iter_s: median step time. Details: ottt_cuda/bench/memory.py"}
     records = []
     pb = progress.bar(len(configs), desc=f"{args.model} {args.device} b={args.batch}")
     try:
@@ -147,15 +152,12 @@ def main(argv=None):
             if rec.get("error"):
                 print(f"\n{c['method']} T={c['T']} failed:\n{rec['error']}", file=sys.stderr)
             records.append(rec)
+            if args.json:  # after every configuration: a long run stopped midway keeps what it measured
+                report.write_json(args.json, records, meta)
             pb.update(1)
     finally:
         pb.close()
 
-    meta = {"machine": machine(args.device), "torch": torch.__version__,
-            "command": " ".join(["python -m ottt_cuda.bench"] + (sys.argv[1:] if argv is None else list(argv))),
-            "memory": "saved_mb: peak of live bytes saved for backward (once per storage) + layer state; "
-                      "peak_mb: peak growth during one step (CUDA allocator or process RSS high-water mark); "
-                      "iter_s: median step time. Details: ottt_cuda/bench/memory.py"}
     print(f"\n{args.model}, batch {args.batch}, {args.device}, {args.iters} timed steps per configuration "
           f"(median), torch {torch.__version__}\n")
     print(report.table(records))
