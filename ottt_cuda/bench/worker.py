@@ -24,11 +24,21 @@ def _sync(device):
 
 
 def run(config):
+    """One configuration's record (see the module doc). A "threads" entry sets
+    torch's CPU threads for the run (restored after, for in-process use)."""
+    threads = torch.get_num_threads()
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    try:
+        return _run(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(config):
     device = torch.device(config["device"])
     method, model_name, T, batch = config["method"], config["model"], config["T"], config["batch"]
     iters = max(1, int(config.get("iters", 3)))
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))
     model, step = methods.build(method, model_name, device, seed=config.get("seed", 0))
     model.train()
     x, y = methods.make_input(model_name, batch, device, seed=config.get("seed", 0))
