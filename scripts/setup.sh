@@ -31,7 +31,16 @@ if [ -n "${CUDA_HOME:-}" ]; then
 fi
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 
-start=$(date +%s)
-pip install -q --no-build-isolation -e .
-echo "ottt_cuda build: $(( $(date +%s) - start )) s"
+# Rebuild only when the sources, the build settings or torch changed: pip's
+# editable build compiles in a fresh temporary folder every time.
+stamp=$( (cat setup.py; find csrc -type f | sort | xargs cat; python -c "import torch; print(torch.__version__)";
+          env | grep -E '^(OTTT_CPU_ONLY|OTTT_FORCE_CUDA|TORCH_CUDA_ARCH_LIST|CUDA_HOME)=' | sort) | sha256sum | cut -c1-16)
+if [ "$(cat "$VENV/.ottt_build_stamp" 2>/dev/null)" = "$stamp" ] && python -c "import ottt_cuda._C" 2>/dev/null; then
+  echo "ottt_cuda build: up to date"
+else
+  start=$(date +%s)
+  pip install -q --no-build-isolation -e .
+  echo "$stamp" >"$VENV/.ottt_build_stamp"
+  echo "ottt_cuda build: $(( $(date +%s) - start )) s"
+fi
 python -c "import json, ottt_cuda; print(json.dumps(ottt_cuda.build_info()))"
