@@ -22,8 +22,9 @@ neurons = st.fixed_dictionaries({
 
 
 def _maybe_transposed(t, transpose):
-    # A transposed view is a non-contiguous layout of the same values.
-    return t.transpose(0, -1).contiguous().transpose(0, -1) if transpose and t.dim() > 1 else t
+    # The same values in a non-contiguous (transposed) layout; clone first so the
+    # result never aliases t.
+    return t.clone().transpose(0, -1).contiguous().transpose(0, -1) if transpose and t.dim() > 1 else t
 
 
 @settings(max_examples=60, deadline=None)
@@ -76,7 +77,9 @@ def test_outer_accumulate_property(batch, out_f, in_f, alpha, seed, transpose_w)
     gg = torch.randn(batch + [out_f], generator=g, dtype=torch.float64)
     aa = torch.randn(batch + [in_f], generator=g, dtype=torch.float64)
     w0 = torch.randn(out_f, in_f, generator=g, dtype=torch.float64)
-    w = w0.t().contiguous().t() if transpose_w else w0.clone()
+    # Column-major grad_w (a fresh buffer: w0.t().contiguous() may return w0 itself).
+    w = (torch.empty_strided((out_f, in_f), (1, max(out_f, 1)), dtype=torch.float64).copy_(w0) if transpose_w
+         else w0.clone())
     with using_backend("cpu"):
         ottt_cuda.ops.outer_accumulate_(w, gg, aa, alpha)
     expected = w0 + alpha * torch.einsum("...o,...i->oi", gg, aa)
