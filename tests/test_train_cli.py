@@ -112,3 +112,15 @@ def test_python_dash_m_last_line_is_json(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert RESULT_KEYS <= last_json(proc.stdout).keys()
+
+
+def test_report_marks_partial_runs(tmp_path, capsys):
+    from ottt_cuda.train import report
+    assert main(["synthetic", "--epochs", "3", "--limit-batches", "2", "--stop-after", "1", "--out-dir", str(tmp_path),
+                 "--threads", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    s = report.summarize(str(tmp_path), command="ottt-train synthetic ...")
+    assert s["status"] == "partial: 1 of 3 epochs" and s["epochs_done"] == 1 and len(s["per_epoch"]) == 1
+    assert s["config"]["dataset"] == "synthetic" and s["command"] == "ottt-train synthetic ..."
+    assert report.main([str(tmp_path), "-o", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["epochs_done"] == 1
