@@ -180,6 +180,12 @@ def test_dvs_loader_and_cli(tmp_path, capsys, name, classes):
     if name == "dvsgesture":  # no normalization or crop: the frames as stored
         with np.load(tmp_path / "test.npz") as z:
             torch.testing.assert_close(x, torch.from_numpy(z["frames"][1]))
+    else:  # C.2: normalized by the global mean/std of the training frames (test split: no crop)
+        with np.load(tmp_path / "train.npz") as z, np.load(tmp_path / "test.npz") as zt:
+            f = z["frames"].astype(np.float64)
+            expect = (zt["frames"][1].astype(np.float64) - f.mean()) / f.std()
+        torch.testing.assert_close(x, torch.from_numpy(expect).float())
+        assert train[0][0].shape == (3, 2, 16, 16)  # random crop keeps the size
     res = run_ok([name, "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "o"), "--batch", "2", "--T", "3"],
                  capsys)
     assert res["dataset"] == name

@@ -190,7 +190,14 @@ def _run(cfg, d):
     # Each rank draws its own dropout masks / augmentations; rank 0 = the single-process run.
     seed_all(cfg["seed"] + d.rank)
     sequence = cfg["dataset"] in data.SEQUENCE_DATASETS
-    train_set, test_set = data.build(cfg["dataset"], cfg["data_dir"], download=cfg["download"] and d.main,
+    download = cfg["download"]
+    if download and d.enabled:
+        # Rank 0 downloads while the others wait; then every rank reads the files.
+        if d.main:
+            data.build(cfg["dataset"], cfg["data_dir"], download=True)
+        torch.distributed.barrier()
+        download = False
+    train_set, test_set = data.build(cfg["dataset"], cfg["data_dir"], download=download,
                                      T=cfg["T"] if sequence else None, image_size=cfg["image_size"] or 224,
                                      num_classes=cfg["num_classes"])
     sample_shape = tuple(train_set[0][0].shape)
