@@ -8,14 +8,16 @@ across ranks right before each optimizer step, by wrapping the optimizer (GradSy
   gradients accumulated over the T time steps are all-reduced once per training step;
 - OTTT_O: the optimizer steps after every time step, so they are all-reduced every time step.
 
-Why not torch's DistributedDataParallel with no_sync on the first T-1 backward calls: DDP's
-reducer expects every parameter's gradient to arrive during the one backward call it syncs.
-With sWS hoisting (train_step standardizes the weights once per step and back-propagates the
-accumulated W_hat gradient into W after the last time step, see ottt_cuda.nn.ws) the raw WS
-weights receive their gradient outside that call, and under SLTT-K the last backward is not at
-step T. Averaging at the optimizer step is the same arithmetic (mean of the per-rank gradients,
-one flat all-reduce per dtype), is independent of how train_step schedules its backward calls,
-and keeps the number of all-reduces exactly one per optimizer step.
+Why not torch's DistributedDataParallel with no_sync on the first T-1 backward calls:
+train_step (ottt_cuda.training) owns the forward and backward calls, and which backward is the
+last one of a training step depends on the mode: the T-th under OTTT_A/SLTT, the last chunk
+with --chunk, every one under OTTT_O, the single one under BPTT, and under SLTT-K the last of
+k steps that train_step draws at random inside. Wrapping the model so that DDP syncs only on
+that call needs a per-mode prediction of train_step's schedule. The optimizer step is the one
+point every mode shares, and one all-reduce there is exactly "once per OTTT_A step, every time
+step under OTTT_O". The arithmetic is DDP's (mean of the per-rank gradients; the model is
+broadcast from rank 0 at the start); what is lost is DDP's overlap of communication with the
+backward pass, which matters little when it happens once per T backward calls.
 """
 import os
 
