@@ -2,7 +2,6 @@
 and clear errors when data are missing."""
 import gzip
 import json
-import os
 import pickle
 import struct
 
