@@ -57,7 +57,7 @@ OTTT_HD T charge(const LIFCoeffs<T>& c, T v, T x) {
 
 template <typename T>
 OTTT_HD T fire(const LIFCoeffs<T>& c, T h) {
-  return h >= c.v_th ? T(1) : T(0);
+  return static_cast<T>(h >= c.v_th);  // a conversion, not a branch: vectorizes
 }
 
 // The same decision from z = h - v_th. Kernels save z (not h) for backward:
@@ -66,7 +66,7 @@ OTTT_HD T fire(const LIFCoeffs<T>& c, T h) {
 // where the surrogate is largest.
 template <typename T>
 OTTT_HD T fire_from_z(T z) {
-  return z >= T(0) ? T(1) : T(0);
+  return static_cast<T>(z >= T(0));
 }
 
 template <typename T>

@@ -5,7 +5,11 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <type_traits>
+#include <vector>
+
 #include "../common.h"
+#include "dispatch_flags.h"
 
 namespace ottt {
 namespace {
@@ -50,20 +54,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_multistep_fwd_cpu(
     scalar_t* zp = save_h ? h_seq.data_ptr<scalar_t>() : nullptr;
     scalar_t* vlp = v_last.data_ptr<scalar_t>();
     if (T == 0) return;
-    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        opmath_t v = v0p ? opmath_t(v0p[i]) : opmath_t(0);
+    // Time outer, neurons inner: each thread keeps its block's membranes in a
+    // small buffer, so the inner loop runs over contiguous neurons and
+    // vectorizes (save_z is a compile-time flag for the same reason).
+    auto run = [&](auto save_z) {
+      at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+        const auto cc = c;
+        const int64_t len = end - begin;
+        std::vector<opmath_t> v(len);
+        for (int64_t i = 0; i < len; ++i) v[i] = v0p ? opmath_t(v0p[begin + i]) : opmath_t(0);
         for (int64_t t = 0; t < T; ++t) {
-          const int64_t k = t * n + i;
-          const opmath_t h = charge(c, v, opmath_t(xp[k]));
-          const opmath_t s = fire(c, h);
-          v = reset(c, h, s);
-          sp[k] = static_cast<scalar_t>(s);
-          if (zp) zp[k] = static_cast<scalar_t>(h - c.v_th);
+          const scalar_t* xt = xp + t * n + begin;
+          scalar_t* st = sp + t * n + begin;
+          scalar_t* zt = save_z ? zp + t * n + begin : nullptr;
+          for (int64_t i = 0; i < len; ++i) {
+            const opmath_t h = charge(cc, v[i], opmath_t(xt[i]));
+            const opmath_t s = fire(cc, h);
+            v[i] = reset(cc, h, s);
+            st[i] = static_cast<scalar_t>(s);
+            if (save_z) zt[i] = static_cast<scalar_t>(h - cc.v_th);
+          }
         }
-        vlp[i] = static_cast<scalar_t>(v);
-      }
-    });
+        for (int64_t i = 0; i < len; ++i) vlp[begin + i] = static_cast<scalar_t>(v[i]);
+      });
+    };
+    dispatch_bool(zp != nullptr, run);
   });
   return {spike, v_last, h_seq};
 }
@@ -101,20 +116,28 @@ std::tuple<at::Tensor, at::Tensor> lif_multistep_bwd_cpu(
       if (!gvlp) grad_v0.zero_();
       return;
     }
+    // Reverse time outer, neurons inner, as in the forward.
+    dispatch_surrogate(kind, [&](auto K) {
     at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        // grad_v: dL/dv[t], flowing back from step t+1 (and from v_last at t = T-1).
-        opmath_t grad_v = gvlp ? opmath_t(gvlp[i]) : opmath_t(0);
-        for (int64_t t = T - 1; t >= 0; --t) {
-          const int64_t k = t * n + i;
-          const opmath_t z = opmath_t(zp[k]);
-          const opmath_t s = fire_from_z(z);
-          const opmath_t grad_h = opmath_t(gp[k]) * surrogate_grad(kind, z, al) + grad_v * dreset_dh(c, s);
-          gxp[k] = static_cast<scalar_t>(grad_h * c.in_scale);
-          grad_v = grad_h * c.decay;
+      const auto cc = c;
+      const int64_t len = end - begin;
+      // grad_v[i]: dL/dv[t] of neuron i, flowing back from step t+1 (from v_last at t = T-1).
+      std::vector<opmath_t> grad_v(len);
+      for (int64_t i = 0; i < len; ++i) grad_v[i] = gvlp ? opmath_t(gvlp[begin + i]) : opmath_t(0);
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const scalar_t* zt = zp + t * n + begin;
+        const scalar_t* gt = gp + t * n + begin;
+        scalar_t* gxt = gxp + t * n + begin;
+        for (int64_t i = 0; i < len; ++i) {
+          const opmath_t z = opmath_t(zt[i]);
+          const opmath_t grad_h =
+              opmath_t(gt[i]) * surrogate_grad(K.value, z, al) + grad_v[i] * dreset_dh(cc, fire_from_z(z));
+          gxt[i] = static_cast<scalar_t>(grad_h * cc.in_scale);
+          grad_v[i] = grad_h * cc.decay;
         }
-        gv0p[i] = static_cast<scalar_t>(grad_v);
       }
+      for (int64_t i = 0; i < len; ++i) gv0p[begin + i] = static_cast<scalar_t>(grad_v[i]);
+    });
     });
   });
   return {grad_x, grad_v0};

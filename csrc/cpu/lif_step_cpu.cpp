@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include "../common.h"
+#include "dispatch_flags.h"
 
 namespace ottt {
 namespace {
@@ -43,16 +44,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_step_fwd_cpu(
     scalar_t* vnp = v_next.data_ptr<scalar_t>();
     scalar_t* zp = save_h ? h_out.data_ptr<scalar_t>() : nullptr;
     scalar_t* tnp = tp ? tr_next.data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const opmath_t h = charge(c, vp ? opmath_t(vp[i]) : opmath_t(0), opmath_t(xp[i]));
-        const opmath_t s = fire(c, h);
-        vnp[i] = static_cast<scalar_t>(reset(c, h, s));
-        const opmath_t out = mp ? s * opmath_t(mp[i]) : s;
-        sp[i] = static_cast<scalar_t>(out);
-        if (zp) zp[i] = static_cast<scalar_t>(h - c.v_th);
-        if (tnp) tnp[i] = static_cast<scalar_t>(trace_step(opmath_t(tp[i]), out, td));
-      }
+    // The optional inputs/outputs become template flags, so each variant's
+    // loop has no per-element branches and the compiler can vectorize it.
+    dispatch_flags(vp != nullptr, mp != nullptr, tp != nullptr, zp != nullptr,
+                   [&](auto has_v, auto has_mask, auto has_trace, auto save_z) {
+      at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+        const auto cc = c;  // a local copy: stores through scalar_t* cannot alias it
+        for (int64_t i = begin; i < end; ++i) {
+          const opmath_t h = charge(cc, has_v ? opmath_t(vp[i]) : opmath_t(0), opmath_t(xp[i]));
+          const opmath_t s = fire(cc, h);
+          vnp[i] = static_cast<scalar_t>(reset(cc, h, s));
+          const opmath_t out = has_mask ? s * opmath_t(mp[i]) : s;
+          sp[i] = static_cast<scalar_t>(out);
+          if (save_z) zp[i] = static_cast<scalar_t>(h - cc.v_th);
+          if (has_trace) tnp[i] = static_cast<scalar_t>(trace_step(opmath_t(tp[i]), out, td));
+        }
+      });
     });
   });
   return {spike, v_next, h_out, tr_next};
@@ -78,12 +85,16 @@ at::Tensor lif_step_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& h_in,
     const scalar_t* gp = g.data_ptr<scalar_t>();
     const scalar_t* mp = mask.defined() ? mask.data_ptr<scalar_t>() : nullptr;
     scalar_t* op = grad_x.data_ptr<scalar_t>();
-    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        opmath_t gs = opmath_t(gp[i]);
-        if (mp) gs *= opmath_t(mp[i]);
-        op[i] = static_cast<scalar_t>(gs * surrogate_grad(kind, opmath_t(zp[i]), al) * in_scale);
-      }
+    dispatch_bool(mp != nullptr, [&](auto has_mask) {
+      dispatch_surrogate(kind, [&](auto K) {
+        at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) {
+            opmath_t gs = opmath_t(gp[i]);
+            if (has_mask) gs *= opmath_t(mp[i]);
+            op[i] = static_cast<scalar_t>(gs * surrogate_grad(K.value, opmath_t(zp[i]), al) * in_scale);
+          }
+        });
+      });
     });
   });
   return grad_x;
