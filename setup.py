@@ -68,5 +68,6 @@ setup(
     cmdclass={"build_ext": cpp_extension.BuildExtension},
     python_requires=">=3.9",
     install_requires=["torch>=2.4"],
+    entry_points={"console_scripts": ["ottt-train = ottt_cuda.train.cli:main"]},
     extras_require={"test": ["pytest", "hypothesis", "numpy", "expecttest"], "bench": ["matplotlib"]},
 )
