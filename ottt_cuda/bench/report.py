@@ -73,7 +73,9 @@ def plot(path, records, title):
 
     ok = [r for r in records if r.get("error") is None and r.get("iter_s") is not None]
     methods = list(dict.fromkeys(r["method"] for r in ok))
-    fig, (ax_m, ax_t) = plt.subplots(1, 2, figsize=(12, 4.8))
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fig, (ax_m, ax_t) = plt.subplots(1, 2, figsize=(12, 5.6))
     markers = "osD^v<>ph*"
     for i, m in enumerate(methods):
         rs = sorted((r for r in ok if r["method"] == m), key=lambda r: r["T"])
@@ -83,7 +85,7 @@ def plot(path, records, title):
         ax_m.plot(Ts, [r["saved_mb"] for r in rs], marker=mk, color=color, label=f"{m} saved")
         ax_m.plot(Ts, [r["peak_mb"] for r in rs], marker=mk, color=color, ls="--", alpha=0.55, mfc="none",
                   label=f"{m} peak")
-        ax_t.plot(Ts, [r["iter_s"] * 1e3 for r in rs], marker=mk, color=color, label=m)
+        ax_t.plot(Ts, [r["iter_s"] for r in rs], marker=mk, color=color, label=m)
     allT = sorted({r["T"] for r in ok})
     for ax in (ax_m, ax_t):
         ax.set_xscale("log", base=2)
@@ -92,12 +94,17 @@ def plot(path, records, title):
         ax.set_xticklabels([str(t) for t in allT])
         ax.set_xlabel("time steps T")
         ax.grid(True, which="both", alpha=0.3)
+        # plain numbers on the log axes (not 10^k): the reader compares values
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax_m.set_ylabel("MB per training step")
     ax_m.set_title("memory: saved for backward + state (solid), peak growth (dashed)", fontsize=9)
-    ax_t.set_ylabel("ms per training step (median)")
+    ax_t.set_ylabel("seconds per training step (median)")
     ax_t.set_title("time per training step", fontsize=9)
-    ax_m.legend(fontsize=7, ncol=2)
-    ax_t.legend(fontsize=7)
+    # below the panels: the lines overlap where methods save the same bytes
+    ax_m.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.13))
+    ax_t.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
