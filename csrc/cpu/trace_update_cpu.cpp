@@ -2,7 +2,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "../common.h"
+#include "../op_inputs.h"
 
 namespace ottt {
 namespace {
@@ -25,27 +25,12 @@ void trace_kernel(const at::Tensor& out, const at::Tensor& a, const at::Tensor& 
   });
 }
 
-at::Tensor trace_update_cpu(const c10::optional<at::Tensor>& trace_in, const at::Tensor& s_in, double decay) {
-  check_float(s_in, "s");
-  const at::Tensor s = s_in.contiguous();
-  const at::Tensor a = contiguous_or_undefined(trace_in);
-  if (a.defined()) check_like(a, "trace", s, "s");
-  at::Tensor out = at::empty_like(s);
-  trace_kernel(out, a, s, decay);
-  return out;
+at::Tensor trace_update_cpu(const c10::optional<at::Tensor>& trace, const at::Tensor& s, double decay) {
+  return trace_update_with(trace, s, decay, trace_kernel);
 }
 
-void trace_update_inplace_cpu(at::Tensor& trace, const at::Tensor& s_in, double decay) {
-  check_float(trace, "trace");
-  check_like(s_in, "s", trace, "trace");
-  const at::Tensor s = s_in.contiguous();
-  if (trace.is_contiguous()) {
-    trace_kernel(trace, trace, s, decay);
-  } else {  // strided trace: compute densely, then write back through its strides
-    at::Tensor tmp = trace.contiguous();
-    trace_kernel(tmp, tmp, s, decay);
-    trace.copy_(tmp);
-  }
+void trace_update_inplace_cpu(at::Tensor& trace, const at::Tensor& s, double decay) {
+  trace_update_inplace_with(trace, s, decay, trace_kernel);
 }
 
 }  // namespace

@@ -7,7 +7,7 @@
 
 #include <type_traits>
 
-#include "../common.h"
+#include "../op_inputs.h"
 #include "launchers.h"
 
 namespace ottt {

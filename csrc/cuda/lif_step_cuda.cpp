@@ -13,23 +13,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_step_fwd_cuda(
     const c10::optional<at::Tensor>& trace_in, const c10::optional<at::Tensor>& mask_in,
     double tau, double v_th, c10::optional<double> v_reset, bool decay_input, double trace_decay,
     c10::string_view surrogate, double alpha, bool save_h) {
-  check_float(x_in, "x");
-  check_neuron_args(tau, alpha);
-  parse_surrogate(std::string(surrogate));
-  const at::Tensor x = x_in.contiguous();
-  const at::Tensor v = contiguous_or_undefined(v_in);
-  const at::Tensor tr = contiguous_or_undefined(trace_in);
-  const at::Tensor mask = contiguous_or_undefined(mask_in);
-  if (v.defined()) check_like(v, "v", x, "x");
-  if (tr.defined()) check_like(tr, "trace", x, "x");
-  if (mask.defined()) check_like(mask, "mask", x, "x");
+  const LifStepFwd t = prepare_lif_step_fwd(x_in, v_in, trace_in, mask_in, tau, surrogate, alpha, save_h);
+  const at::Tensor &x = t.x, &v = t.v, &tr = t.trace, &mask = t.mask;
+  const at::Tensor &spike = t.spike, &v_next = t.v_next, &h_out = t.z, &tr_next = t.trace_next;
   check_cuda(x, "x");
   const c10::cuda::CUDAGuard guard(x.device());
-
-  at::Tensor spike = at::empty_like(x);
-  at::Tensor v_next = at::empty_like(x);
-  at::Tensor h_out = save_h ? at::empty_like(x) : at::empty({0}, x.options());
-  at::Tensor tr_next = tr.defined() ? at::empty_like(x) : at::empty({0}, x.options());
   const int64_t n = x.numel();
   if (n == 0) return {spike, v_next, h_out, tr_next};
 
@@ -57,16 +45,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_step_fwd_cuda(
 at::Tensor lif_step_bwd_cuda(const at::Tensor& grad_in, const at::Tensor& h_in,
                              const c10::optional<at::Tensor>& mask_in, double tau, double /*v_th*/,
                              bool decay_input, c10::string_view surrogate, double alpha) {
-  check_neuron_args(tau, alpha);
-  const Surrogate kind = parse_surrogate(std::string(surrogate));
-  const at::Tensor h = h_in.contiguous();
-  const at::Tensor g = grad_in.contiguous();
-  const at::Tensor mask = contiguous_or_undefined(mask_in);
-  check_like(g, "grad_spike", h, "h");
-  if (mask.defined()) check_like(mask, "mask", h, "h");
+  const LifStepBwd t = prepare_lif_step_bwd(grad_in, h_in, mask_in, tau, surrogate, alpha);
+  const at::Tensor &h = t.z, &g = t.grad_spike, &mask = t.mask, &grad_x = t.grad_x;
+  const Surrogate kind = t.kind;
   check_cuda(h, "h");
   const c10::cuda::CUDAGuard guard(h.device());
-  at::Tensor grad_x = at::empty_like(h);
   const int64_t n = h.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "lif_step_bwd_cuda", [&] {
     assert_same_opmath<scalar_t>();

@@ -21,31 +21,16 @@ void trace_kernel(const at::Tensor& out, const at::Tensor& a, const at::Tensor& 
   });
 }
 
-at::Tensor trace_update_cuda(const c10::optional<at::Tensor>& trace_in, const at::Tensor& s_in, double decay) {
-  check_float(s_in, "s");
-  const at::Tensor s = s_in.contiguous();
-  const at::Tensor a = contiguous_or_undefined(trace_in);
-  if (a.defined()) check_like(a, "trace", s, "s");
+at::Tensor trace_update_cuda(const c10::optional<at::Tensor>& trace, const at::Tensor& s, double decay) {
   check_cuda(s, "s");
   const c10::cuda::CUDAGuard guard(s.device());
-  at::Tensor out = at::empty_like(s);
-  trace_kernel(out, a, s, decay);
-  return out;
+  return trace_update_with(trace, s, decay, trace_kernel);
 }
 
-void trace_update_inplace_cuda(at::Tensor& trace, const at::Tensor& s_in, double decay) {
-  check_float(trace, "trace");
-  check_like(s_in, "s", trace, "trace");
+void trace_update_inplace_cuda(at::Tensor& trace, const at::Tensor& s, double decay) {
   check_cuda(trace, "trace");
   const c10::cuda::CUDAGuard guard(trace.device());
-  const at::Tensor s = s_in.contiguous();
-  if (trace.is_contiguous()) {
-    trace_kernel(trace, trace, s, decay);
-  } else {  // strided trace: compute densely, then write back through its strides
-    at::Tensor tmp = trace.contiguous();
-    trace_kernel(tmp, tmp, s, decay);
-    trace.copy_(tmp);
-  }
+  trace_update_inplace_with(trace, s, decay, trace_kernel);
 }
 
 }  // namespace

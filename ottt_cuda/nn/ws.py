@@ -6,8 +6,9 @@ is applied by a Scale module after the neuron, as the paper's models do.
 
 Hoisting: while the weights do not change during a training step (OTTT_A,
 SLTT, BPTT), W_hat is computed once and handed to the synapse as a detached
-leaf; its gradient accumulates over the T steps and is back-propagated
-through the standardization once at the end (`hoisted`). Exact, because the
+leaf (computed without a graph); its gradient accumulates over the T steps
+and is back-propagated through the standardization, rebuilt once, at the end
+(`hoisted`). Exact, because the
 sum over t commutes with the standardization's (linear) Jacobian. Without
 hoisting (OTTT_O, or a user's own loop) every call re-standardizes.
 """
@@ -46,15 +47,20 @@ class _WS:
         return self.standardized_weight(), self.bias
 
     def hoist(self):
-        w_hat = self.standardized_weight()
-        leaf = w_hat.detach().requires_grad_(w_hat.requires_grad)
-        self._hoisted = (w_hat, leaf)
+        # W_hat without a graph: holding the standardization's graph (W - mean,
+        # the normalized W) for the whole step would cost twice the weights'
+        # memory. unhoist() rebuilds it once, for the one backward it needs.
+        needs_grad = torch.is_grad_enabled() and (
+            self.weight.requires_grad or (self.gain is not None and self.gain.requires_grad))
+        with torch.no_grad():
+            leaf = self.standardized_weight()
+        self._hoisted = (needs_grad, leaf.requires_grad_(needs_grad))
 
     def unhoist(self, backward=True):
-        w_hat, leaf = self._hoisted
+        needs_grad, leaf = self._hoisted
         self._hoisted = None
-        if backward and leaf.grad is not None and w_hat.requires_grad:
-            torch.autograd.backward(w_hat, leaf.grad)
+        if backward and needs_grad and leaf.grad is not None:
+            torch.autograd.backward(self.standardized_weight(), leaf.grad)
 
 
 class WSLinear(_WS, Linear):
