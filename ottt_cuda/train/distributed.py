@@ -51,6 +51,10 @@ def init(device_type):
 
 def shutdown(d):
     if d.enabled and dist.is_initialized():
+        # Every rank reaches this point before any tears down: a rank leaving
+        # while another still talks to it aborts gloo ("terminate called
+        # without an active exception") at exit.
+        dist.barrier()
         dist.destroy_process_group()
 
 
