@@ -49,12 +49,17 @@ def init(device_type):
     return Dist(rank, world, local)
 
 
+def finish(d):
+    """After a successful run: wait until every rank is done before any tears
+    down; a rank leaving while another still talks to it aborts gloo
+    ("terminate called without an active exception"). Not called on an error,
+    where it would turn the failure into a hang."""
+    if d.enabled and dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown(d):
     if d.enabled and dist.is_initialized():
-        # Every rank reaches this point before any tears down: a rank leaving
-        # while another still talks to it aborts gloo ("terminate called
-        # without an active exception") at exit.
-        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -177,7 +177,9 @@ def run(cfg):
     dev_type = torch.device(cfg["device"]).type if cfg["device"] else ("cuda" if torch.cuda.is_available() else "cpu")
     d = distributed.init(dev_type)
     try:
-        return _run(cfg, d)
+        result = _run(cfg, d)
+        distributed.finish(d)
+        return result
     finally:
         distributed.shutdown(d)
 
