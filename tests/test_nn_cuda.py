@@ -21,7 +21,7 @@ def _grads(model, x, y, mode, **kw):
 @pytest.mark.parametrize("mode,kw", [("ottt_a", {}), ("ottt_a", {"chunk": 2}), ("sltt", {}), ("bptt", {}),
                                      ("ottt_o", {})])
 @pytest.mark.parametrize("make,shape", [(lambda: vgg11_ws(num_classes=10), (2, 3, 16, 16)),
-                                        (lambda: r400(in_features=36, hidden=24), (2, 1, 6, 6))])
+                                        (lambda: r400(in_features=36, hidden=24, dropout=0.0), (2, 1, 6, 6))])  # no dropout: CPU and GPU draw masks differently
 def test_cuda_matches_cpu(mode, kw, make, shape):
     torch.manual_seed(0)
     cpu = make().double()
