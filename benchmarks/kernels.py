@@ -180,9 +180,15 @@ def main(argv=None):
     p.add_argument("--T", type=int, default=8)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
     p.add_argument("--copy", action="store_true", help="also measure device copy bandwidth (the ceiling)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 avoids OpenMP stalls on a busy machine)")
     p.add_argument("--out", default=None, help="result file stem (default benchmarks/results/kernels_<device>)")
     args = p.parse_args(argv)
     device = args.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device == "cpu":
+        _common.reuse_freed_memory()
     if device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
     dtype = getattr(torch, args.dtype)
