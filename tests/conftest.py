@@ -1,16 +1,19 @@
 """Shared test set-up: which (device, backend) pairs exist here, per-dtype
 tolerances, and a context manager that forces a backend.
 
-Triton runs on CPU tensors through its interpreter, which must be switched on
-before triton is first imported: that is done here, first thing.
+Without a GPU, Triton runs on CPU tensors through its interpreter, which must be
+switched on before triton is first imported: that is done here, first thing. With
+a GPU the Triton kernels are compiled for it and tested on CUDA tensors instead.
 """
 import contextlib
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "0" if os.environ.get("OTTT_TEST_NO_TRITON") else "1")
+import torch  # importing torch does not import triton
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "0" if os.environ.get("OTTT_TEST_NO_TRITON") else "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 import ottt_cuda  # noqa: E402
 from ottt_cuda import _backend  # noqa: E402
