@@ -60,6 +60,10 @@ def _worker(rank, world, port, out_path):
             result[mode] = ({k: v.clone() for k, v in model.state_dict().items()}, opt.syncs)
         if rank == 0:
             torch.save(result, out_path)
+        # Wait for every rank before any tears down: a rank that destroys the group while the
+        # other still talks to it aborts gloo ("terminate called without an active exception"),
+        # as in ottt_cuda.train.distributed.finish. Only on success: after an error it would hang.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
