@@ -6,6 +6,10 @@ import ottt_cuda
 from ottt_cuda import reference
 from conftest import NEURONS, assert_close, assert_grad_close, kernel_params, strided, using_backend
 
+# Kernels compared with the reference: every backend but 'torch', which IS the reference
+# (comparing it with itself would assert nothing). The reference is checked against the
+# formulas written out in this file instead (test_reference_equals_written_out_formulas).
+KERNELS = [p for p in kernel_params() if p.values[0][1] != "torch"]
 SHAPES = [(7, 13), (3, 5, 4), (0, 5), (1,), (2, 33, 3)]
 
 
@@ -18,7 +22,7 @@ def _inputs(shape, device, dtype, seed=0):
     return x, v, trace, mask
 
 
-@pytest.mark.parametrize("kp", kernel_params())
+@pytest.mark.parametrize("kp", KERNELS)
 @pytest.mark.parametrize("neuron", NEURONS)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_forward_backward_match_reference(kp, neuron, shape):
@@ -57,6 +61,45 @@ def test_no_state_and_strided_inputs(kp, neuron):
     torch.testing.assert_close(v2, v3, rtol=0, atol=0)
 
 
+def _step_formula(x, v, neuron, trace=None, trace_decay=None, mask=None):
+    """DESIGN.md section 1 written out in float64, independently of ottt_cuda.reference:
+    charge, fire (H(0) = 1), soft or hard reset, masked spikes, trace of the output spikes."""
+    cfg = dict(tau=2.0, v_th=1.0, v_reset=None, decay_input=False)
+    cfg.update({k: neuron[k] for k in cfg if k in neuron})
+    x, v = x.double(), v.double()
+    if cfg["decay_input"]:  # h = v + (x - (v - v_reset)) / tau
+        h = v + (x - (v - (cfg["v_reset"] or 0.0))) / cfg["tau"]
+    else:  # h = v - (v - v_reset) / tau + x
+        h = v - (v - (cfg["v_reset"] or 0.0)) / cfg["tau"] + x
+    fired = h >= cfg["v_th"]
+    if cfg["v_reset"] is None:
+        v_next = torch.where(fired, h - cfg["v_th"], h)
+    else:
+        v_next = torch.where(fired, torch.full_like(h, cfg["v_reset"]), h)
+    spike = fired.double() * (1.0 if mask is None else mask.double())
+    out = (spike, v_next)
+    if trace_decay is not None:
+        out += (trace_decay * (0.0 if trace is None else trace.double()) + spike,)
+    return out
+
+
+@pytest.mark.parametrize("kp", kernel_params([torch.float32, torch.float64]))
+@pytest.mark.parametrize("neuron", NEURONS)
+def test_reference_equals_written_out_formulas(kp, neuron):
+    """Every backend, the pure-PyTorch reference included, against the formulas above."""
+    device, backend, dtype = kp
+    x, v, trace, mask = _inputs((6, 11), device, dtype, seed=5)
+    x = 2 * x  # strong enough that the neurons with decay_input (h gets x / tau) fire too
+    with using_backend(backend):
+        out = ottt_cuda.ops.lif_step(x, v, trace=trace, trace_decay=0.6, mask=mask, **neuron)
+    expected = _step_formula(x, v, neuron, trace, 0.6, mask)
+    fired = expected[0] != 0
+    assert 0.1 < fired.double().mean() < 0.9  # both branches of fire and reset are exercised
+    torch.testing.assert_close(out[0].double(), expected[0], rtol=1e-6, atol=0)
+    for got, want in zip(out[1:], expected[1:]):
+        assert_close(got.double(), want, dtype=dtype)
+
+
 @pytest.mark.parametrize("kp", kernel_params([torch.float32]))
 def test_broadcast_mask_and_zero_trace(kp):
     """A per-sample mask broadcasts over features; trace_decay without trace starts from zeros."""
@@ -65,30 +108,32 @@ def test_broadcast_mask_and_zero_trace(kp):
     mask = torch.tensor([[2.0], [0.0], [1.0], [0.5]], device=device, dtype=dtype)
     with using_backend(backend):
         s, _, tr = ottt_cuda.ops.lif_step(x, v, trace_decay=0.5, mask=mask)
-    s_ref, _, tr_ref = reference.lif_step_ref(x, v, trace=torch.zeros_like(x), trace_decay=0.5,
-                                              mask=mask.expand_as(x))
-    torch.testing.assert_close(s, s_ref, rtol=0, atol=0)
-    torch.testing.assert_close(tr, s_ref)  # zero trace + spikes
+    fired = (0.5 * v.double() + x.double() >= 1.0).double()  # default neuron: h = v/2 + x
+    assert fired[0].sum() > 0 and fired[2].sum() > 0 and fired[3].sum() > 0
+    torch.testing.assert_close(s.double(), fired * mask.double(), rtol=0, atol=0)
+    torch.testing.assert_close(tr, s, rtol=0, atol=0)  # zero trace + spikes
     assert torch.all(s[1] == 0)
 
 
 @pytest.mark.parametrize("kp", kernel_params([torch.float32]))
 def test_dynamics_over_steps(kp):
     """Run several steps feeding v_next back: membrane stays below threshold after a
-    soft reset (inputs in [0, v_th) keep h below 2 v_th), and spikes/traces match the reference run."""
+    soft reset (inputs in [0, v_th) keep h below 2 v_th), and spikes/traces follow the
+    written-out formulas step after step."""
     device, backend, dtype = kp
     gen = torch.Generator().manual_seed(3)
     xs = [(torch.rand(5, 8, generator=gen) * 0.9).to(device, dtype) for _ in range(6)]
-    v = v_ref = None
-    tr = tr_ref = None
+    v = tr = None
+    v_f = tr_f = torch.zeros(5, 8, dtype=torch.float64, device=device)
     with using_backend(backend):
         for x in xs:
             s, v, tr = ottt_cuda.ops.lif_step(x, v, trace=tr, trace_decay=0.5)
-            s_ref, v_ref, tr_ref = reference.lif_step_ref(x, v_ref, trace=tr_ref, trace_decay=0.5)
-            torch.testing.assert_close(s, s_ref, rtol=0, atol=0)
-            assert_close(v, v_ref)
-            assert_close(tr, tr_ref)
+            s_f, v_f, tr_f = _step_formula(x, v_f, {}, tr_f, 0.5)
+            torch.testing.assert_close(s.double(), s_f, rtol=0, atol=0)
+            assert_close(v.double(), v_f, dtype=dtype)
+            assert_close(tr.double(), tr_f, dtype=dtype)
             assert torch.all(v < 1.0)
+    assert tr_f.max() > 1.0  # several spikes accumulated in the trace
 
 
 def _primitive(z, surrogate, alpha):
@@ -131,10 +176,23 @@ def test_surrogate_gradient_is_derivative_of_primitive(kp, neuron):
 
 
 @pytest.mark.parametrize("kp", kernel_params([torch.float32]))
-def test_no_grad_needed_saves_nothing(kp):
-    """Without requires_grad the op runs under no graph; outputs carry no grad_fn."""
+def test_saves_one_membrane_for_backward_and_nothing_without_grad(kp):
+    """The docstring's promise: backward needs h only, one element per neuron; without
+    requires_grad nothing is saved and no graph is built, and the forward is the same."""
     device, backend, dtype = kp
     x, v, _, _ = _inputs((3, 4), device, dtype)
-    with using_backend(backend):
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with using_backend(backend), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         s, vn = ottt_cuda.ops.lif_step(x, v)
-    assert s.grad_fn is None and vn.grad_fn is None
+        assert saved == [] and s.grad_fn is None and vn.grad_fn is None
+        xg = x.clone().requires_grad_()
+        s_g, vn_g = ottt_cuda.ops.lif_step(xg, v)
+    assert saved == [x.numel()], saved
+    assert s_g.grad_fn is not None and vn_g.grad_fn is None
+    torch.testing.assert_close(s_g, s, rtol=0, atol=0)
+    torch.testing.assert_close(vn_g, vn, rtol=0, atol=0)
