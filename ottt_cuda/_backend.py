@@ -8,6 +8,8 @@ run on a tensor's device raises an error naming both (never a silent switch).
 import functools
 import os
 
+import torch
+
 from . import _extension
 
 BACKENDS = ("cuda", "triton", "cpu", "torch")
@@ -15,9 +17,11 @@ BACKENDS = ("cuda", "triton", "cpu", "torch")
 _forced = None
 
 
-def _check_name(name):
+def _check_name(name, source="set_backend(name)"):
+    if not isinstance(name, str):
+        raise TypeError(f"{source}: backend must be a string, one of {BACKENDS}, or None; got {type(name).__name__}")
     if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS} or None, got {name!r}")
+        raise ValueError(f"{source}: backend must be one of {BACKENDS} or None, got {name!r}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -39,7 +43,7 @@ def _triton_runs_on(device_type: str) -> bool:
 
 def runs_on(name: str, device_type: str) -> bool:
     """Whether backend `name` can run on tensors of `device_type` in this process."""
-    _check_name(name)
+    _check_name(name, "runs_on(name)")
     if name == "torch":
         return True
     if name == "cpu":
@@ -62,13 +66,30 @@ def _default(device_type: str) -> str:
     return next(n for n in order if runs_on(n, device_type))
 
 
+def _device_type(device):
+    if isinstance(device, torch.device):
+        return device.type
+    if isinstance(device, str):
+        try:
+            return torch.device(device).type
+        except RuntimeError:
+            raise ValueError(f"device must be a torch.device or a device string such as 'cpu' or 'cuda:0', "
+                             f"got {device!r}") from None
+    raise TypeError(f"device must be a torch.device or a string, got {type(device).__name__}")
+
+
 def get_backend(device="cpu") -> str:
     """The backend ops use for tensors on `device` (a torch.device or a string)."""
-    device_type = device.type if hasattr(device, "type") else str(device).split(":")[0]
-    name = _forced or os.environ.get("OTTT_BACKEND") or None
-    if name is None:
-        return _default(device_type)
-    _check_name(name)
+    device_type = _device_type(device)
+    if _forced is not None:
+        name, source = _forced, "set_backend"
+    else:
+        name, source = os.environ.get("OTTT_BACKEND") or None, "the environment variable OTTT_BACKEND"
+        if name is None:
+            return _default(device_type)
+        # The environment is read at every call, so a bad value is reported as
+        # coming from there (the user never called set_backend).
+        _check_name(name, f"OTTT_BACKEND={name!r} (environment variable)")
     if not runs_on(name, device_type):
         why = {
             "cpu": "the compiled extension is not loaded" if not _extension.loaded() else "it only runs CPU tensors",
@@ -77,8 +98,9 @@ def get_backend(device="cpu") -> str:
             else "Triton runs CPU tensors only with TRITON_INTERPRET=1 set before importing triton",
         }[name]
         raise RuntimeError(
-            f"ottt_cuda backend {name!r} (forced by set_backend/OTTT_BACKEND) cannot run on device "
-            f"'{device_type}': {why}. Use set_backend(None) for the automatic choice."
+            f"ottt_cuda backend {name!r} (forced by {source}) cannot run on device "
+            f"'{device_type}': {why}. " + ("Use set_backend(None) for the automatic choice." if source == "set_backend"
+                                          else "Unset OTTT_BACKEND for the automatic choice.")
         )
     return name
 

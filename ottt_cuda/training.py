@@ -5,6 +5,7 @@ Loss at each step on the last layer's output u[t] (it does not spike):
 and the prediction uses sum_t u[t] (supplementary C.2.2).
 """
 import contextlib
+import math
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,46 @@ TRAIN_MODES = ("ottt_a", "ottt_o", "sltt", "sltt_k", "bptt")
 _LAYER_MODE = {"ottt_a": "ottt", "ottt_o": "ottt", "sltt": "sltt", "sltt_k": "sltt", "bptt": "bptt"}
 _AMP = {None: None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, torch.bfloat16: torch.bfloat16,
         "fp16": torch.float16, "float16": torch.float16, torch.float16: torch.float16}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """train_step(check_finite=True) found a NaN/Inf loss or gradient before the optimizer step
+    (so no parameter and no optimizer state was changed). `value` is the loss, `t` the time step
+    (None when the whole step's loss was checked)."""
+
+    def __init__(self, reason, value, t=None):
+        super().__init__(f"non-finite training step: {reason}; the optimizer step was not taken (lower the learning "
+                         "rate; with fp16 autocast use a GradScaler; check the input for NaN/Inf)")
+        self.reason, self.value, self.t = reason, value, t
+
+
+def _first_nonfinite_grad(model):
+    for name, p in model.named_parameters():
+        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+            return name
+    return None
+
+
+def _check_finite(model, optimizer, loss, scaler, t):
+    """Raise NonFiniteLossError if the loss, or (without a GradScaler, which handles
+    overflowing gradients itself by skipping the step) a gradient, is NaN/Inf."""
+    value = float(loss.detach())
+    bad_grad = None if scaler is not None else _first_nonfinite_grad(model)
+    ok = math.isfinite(value) and bad_grad is None
+    # Data-parallel optimizers (ottt_cuda.train.distributed.GradSync) make every rank agree,
+    # so that no rank waits forever in the gradient all-reduce of a rank that stopped.
+    agree = getattr(optimizer, "all_ranks_ok", None)
+    all_ok = agree(ok) if callable(agree) else ok
+    if all_ok:
+        return
+    where = f" at time step {t}" if t is not None else ""
+    if ok:
+        what = "another data-parallel process had a non-finite loss or gradient"
+    elif not math.isfinite(value):
+        what = f"the loss is {value}{where}"
+    else:
+        what = f"the gradient of {bad_grad!r} is not finite{where} (loss {value:.6g})"
+    raise NonFiniteLossError(what, value, t)
 
 
 def step_loss(out, y, T, loss_alpha):
@@ -115,7 +156,7 @@ def _optimizer_step(optimizer, scaler):
 
 
 def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chunk=None, k=None, amp=None,
-               scaler=None, sequence=None):
+               scaler=None, sequence=None, check_finite=False):
     """One training step on a batch; returns (loss, output_sum), both detached.
 
     mode: "ottt_a" (backward every step, one optimizer step at the end;
@@ -127,9 +168,14 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
     x: static [B, ...] or sequence [T, B, ...] (`sequence` resolves ambiguity).
     amp: None, "bf16" or "fp16" autocast; `scaler` a torch.amp.GradScaler
     (recommended for fp16). The model's states are reset first.
+    check_finite=True: before every optimizer step, raise NonFiniteLossError if the
+    loss (or, without a scaler, any gradient) is NaN/Inf; nothing is stepped then
+    (under "ottt_o", earlier time steps of the same call were already stepped).
     """
     if mode not in TRAIN_MODES:
         raise ValueError(f"mode must be one of {TRAIN_MODES}, got {mode!r}")
+    if not isinstance(check_finite, bool):
+        raise TypeError(f"check_finite must be a bool, got {type(check_finite).__name__}")
     T = _positive_int(T, "T")
     if isinstance(loss_alpha, bool) or not isinstance(loss_alpha, (int, float)) or not 0.0 <= loss_alpha <= 1.0:
         raise ValueError(f"loss_alpha must be a number in [0, 1], got {loss_alpha!r}")
@@ -169,7 +215,9 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
         for t in range(T):
             if t:
                 optimizer.zero_grad(set_to_none=True)
-            run.step(x_at(t))
+            loss = run.step(x_at(t))
+            if check_finite:
+                _check_finite(model, optimizer, loss, scaler, t)
             _optimizer_step(optimizer, scaler)
         return run.loss, run.out_sum
 
@@ -191,6 +239,8 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
                 else:
                     with torch.no_grad():
                         run.step(x_at(t), backward=False)
+    if check_finite:
+        _check_finite(model, optimizer, run.loss, scaler, None)
     _optimizer_step(optimizer, scaler)
     return run.loss, run.out_sum
 

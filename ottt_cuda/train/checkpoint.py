@@ -57,10 +57,36 @@ def save(path, state):
     os.replace(tmp, path)
 
 
+class CheckpointError(ConfigError):
+    """The file given to --resume is not a usable checkpoint (reported in one line, exit status 2)."""
+
+
+REQUIRED = ("config", "epoch", "model", "optimizer", "scheduler", "rng", "best_test_acc", "train_time_s", "test_acc")
+
+
 def load(path):
-    if not os.path.isfile(path):
+    """The checkpoint at `path`, or a CheckpointError that names the file and what is wrong with it."""
+    if not os.path.exists(path):
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"--resume: {path} is a directory, not a checkpoint file (e.g. OUT_DIR/checkpoint.pt)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... depending on the damage
+        # Only the first line: torch's weights_only message runs over a dozen lines of advice
+        # that does not apply (our checkpoints never need weights_only=False).
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"--resume: {path} is not a readable ottt-train checkpoint (truncated, or written by "
+                              f"another program): {type(e).__name__}: {first}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"--resume: {path} holds a {type(state).__name__}, not an ottt-train checkpoint "
+                              "(a dict written by ottt-train at the end of each epoch)")
+    missing = [k for k in REQUIRED if k not in state]
+    if missing:
+        hint = " (it looks like a bare model state_dict)" if "config" in missing and "model" in missing else ""
+        raise CheckpointError(f"--resume: {path} is not an ottt-train checkpoint{hint}: keys {missing} are "
+                              "missing")
+    return state
 
 
 def check_config(saved, current):

@@ -11,6 +11,7 @@ import sys
 from ..training import TRAIN_MODES
 from .recipes import DATASETS, RECIPES, ConfigError
 
+EXIT_DIVERGED = 3  # the loss became NaN/Inf (2: bad options, data or checkpoint)
 MODELS = ("r400", "r_small", "vgg11_ws", "vgg11f_ws", "nf_resnet34")
 
 
@@ -96,7 +97,7 @@ def resolve(args):
 def main(argv=None):
     """Entry point; returns the process exit status. The last line on stdout is the result JSON."""
     from .data import DataError
-    from .runner import run
+    from .runner import TrainingDiverged, run
 
     args = parser().parse_args(argv)
     try:
@@ -105,6 +106,14 @@ def main(argv=None):
     except (DataError, ConfigError, FileNotFoundError) as e:
         print(f"ottt-train: error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        # The result line still comes (complete: false, with the error), so scripts that read
+        # the last stdout line see what happened; the status says it failed.
+        print(f"ottt-train: error: {e}", file=sys.stderr)
+        if e.result is not None:
+            sys.stdout.write(json.dumps(e.result) + "\n")
+            sys.stdout.flush()
+        return EXIT_DIVERGED
     if result is not None:  # None on non-zero ranks: only rank 0 reports
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()

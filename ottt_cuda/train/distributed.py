@@ -133,6 +133,15 @@ class GradSync:
             self.syncs += 1
             self._synced = True
 
+    def all_ranks_ok(self, ok):
+        """True when `ok` holds on every rank (train_step's check_finite asks before each step:
+        a rank that stopped alone would leave the others waiting in the gradient all-reduce)."""
+        params = self._params()
+        device = params[0].device if params else torch.device("cpu")
+        flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
     def zero_grad(self, set_to_none=True):
         self._synced = False
         self.optimizer.zero_grad(set_to_none=set_to_none)

@@ -11,10 +11,23 @@ import numpy as np
 import torch
 
 from .. import models
-from ..training import evaluate, train_step
+from ..training import NonFiniteLossError, evaluate, train_step
 from . import checkpoint, data, distributed, stats
 from .progress import Progress
 from .recipes import ConfigError
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/Inf: the run stopped before the bad optimizer step, the last
+    checkpoint (end of the previous epoch) is untouched. `result` is the run's result dict
+    (complete: false) on rank 0, None elsewhere."""
+
+    def __init__(self, message, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+DIVERGED_HINT = ("--amp fp16 overflows more easily than bf16 or fp32; check the data for NaN/Inf")
 
 
 def log(msg, d):
@@ -129,10 +142,18 @@ def run_epoch(model, loader, optimizer, scaler, cfg, device, sequence, epoch, d)
     n_batches = len(loader) if cfg["limit_batches"] is None else min(len(loader), cfg["limit_batches"])
     bar = Progress(n_batches, f"epoch {epoch + 1}/{cfg['epochs']}", enabled=cfg["progress"] and d.main)
     loss_sum = correct = total = 0.0
-    for x, y in _limited(loader, cfg["limit_batches"]):
+    for i, (x, y) in enumerate(_limited(loader, cfg["limit_batches"])):
         x, y = _to_input(x, sequence, device), y.to(device)
-        loss, out = train_step(model, x, y, optimizer, T=cfg["T"], mode=cfg["mode"], loss_alpha=cfg["loss_alpha"],
-                               chunk=cfg["chunk"], k=cfg["k"], amp=cfg["amp"], scaler=scaler, sequence=sequence)
+        try:
+            loss, out = train_step(model, x, y, optimizer, T=cfg["T"], mode=cfg["mode"],
+                                   loss_alpha=cfg["loss_alpha"], chunk=cfg["chunk"], k=cfg["k"], amp=cfg["amp"],
+                                   scaler=scaler, sequence=sequence, check_finite=True)
+        except NonFiniteLossError as e:
+            bar.close()
+            raise TrainingDiverged(f"non-finite loss: stopped at epoch {epoch + 1}, step {i + 1} of {n_batches}: "
+                                   f"{e.reason}; nothing of this epoch was saved (the last checkpoint is the end of "
+                                   f"the last good epoch). Hint: lower --lr (now {cfg['lr']:g}); {DIVERGED_HINT}"
+                                   ) from None
         b = y.numel()
         loss_sum += float(loss) * b
         correct += int((out.argmax(1) == y).sum())
@@ -220,9 +241,14 @@ def _run(cfg, d):
     if cfg["resume"]:
         ck = checkpoint.load(cfg["resume"])
         checkpoint.check_config(ck["config"], cfg)
-        model.load_state_dict(ck["model"])
-        base_opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
+        try:
+            model.load_state_dict(ck["model"])
+            base_opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise checkpoint.CheckpointError(f"--resume: {cfg['resume']} does not fit this model/optimizer "
+                                             f"(another data shape?): {first}") from None
         if scaler is not None and ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
         start_epoch, best, train_time = ck["epoch"] + 1, ck["best_test_acc"], ck["train_time_s"]
@@ -241,8 +267,18 @@ def _run(cfg, d):
             sampler.set_epoch(epoch)
         lr = base_opt.param_groups[0]["lr"]
         t0 = time.perf_counter()
-        tr_loss, tr_acc, steps, rate = run_epoch(model, train_loader, optimizer, scaler, cfg, device, sequence,
-                                                 epoch, d)
+        try:
+            tr_loss, tr_acc, steps, rate = run_epoch(model, train_loader, optimizer, scaler, cfg, device, sequence,
+                                                     epoch, d)
+        except TrainingDiverged as e:
+            # Nothing of this epoch is saved: checkpoint.pt stays the end of the last good epoch.
+            if not d.main:
+                raise
+            result = _result(cfg, d, device, out_dir, ckpt_path, start_epoch + ran, test_acc, best, train_time,
+                             epoch_times)
+            result["complete"], result["error"] = False, str(e)
+            _write_result(out_dir, result)
+            raise TrainingDiverged(str(e), result) from None
         t_train = time.perf_counter() - t0
         sched.step()
         test_acc = run_eval(model, test_loader, cfg, device, d, sequence)
@@ -285,16 +321,24 @@ def _run(cfg, d):
 
     if not d.main:
         return None
-    result = {"dataset": cfg["dataset"], "mode": cfg["mode"], "model": cfg["model"], "T": cfg["T"],
-              "epochs": epochs_done, "epochs_target": cfg["epochs"], "complete": epochs_done >= cfg["epochs"],
-              "test_acc": test_acc, "best_test_acc": best, "train_time_s": train_time,
-              "epoch_time_s": (sum(epoch_times) / len(epoch_times)) if epoch_times else None,
-              "batch": cfg["batch"], "lr": cfg["lr"], "wd": cfg["wd"], "world_size": d.world,
-              "device": str(device), "out_dir": out_dir,
-              "checkpoint": ckpt_path if os.path.exists(ckpt_path) else None}
+    result = _result(cfg, d, device, out_dir, ckpt_path, epochs_done, test_acc, best, train_time, epoch_times)
     if stats_summary is not None:
         result["firing_rate"] = stats_summary["firing_rate"]
         result["spikes_per_neuron"] = stats_summary["spikes_per_neuron"]
+    _write_result(out_dir, result)
+    return result
+
+
+def _result(cfg, d, device, out_dir, ckpt_path, epochs_done, test_acc, best, train_time, epoch_times):
+    return {"dataset": cfg["dataset"], "mode": cfg["mode"], "model": cfg["model"], "T": cfg["T"],
+            "epochs": epochs_done, "epochs_target": cfg["epochs"], "complete": epochs_done >= cfg["epochs"],
+            "test_acc": test_acc, "best_test_acc": best, "train_time_s": train_time,
+            "epoch_time_s": (sum(epoch_times) / len(epoch_times)) if epoch_times else None,
+            "batch": cfg["batch"], "lr": cfg["lr"], "wd": cfg["wd"], "world_size": d.world,
+            "device": str(device), "out_dir": out_dir,
+            "checkpoint": ckpt_path if os.path.exists(ckpt_path) else None}
+
+
+def _write_result(out_dir, result):
     with open(os.path.join(out_dir, "result.json"), "w") as f:
         json.dump(result, f, indent=2)
-    return result
