@@ -101,6 +101,20 @@ def interpreted(kernel):
     return not isinstance(kernel, triton.runtime.JITFunction)
 
 
+def interpreter_bound(kernel, n):
+    """The value for a kernel's `*_STATIC: tl.constexpr` loop-bound argument.
+
+    A loop `for i in range(N)` over a runtime argument N is what the compiled
+    kernel should run (one compilation for every N), but triton 3.6's
+    interpreter turns N into a one-element numpy array whose int() numpy >= 2.4
+    refuses ("only 0-dimensional arrays can be converted to Python scalars").
+    So the kernels loop over `N if N_STATIC is None else N_STATIC`: compiled,
+    N_STATIC is None and the loop bound stays the runtime N (same code as
+    before, no recompilation per N); interpreted, N_STATIC is the plain int.
+    """
+    return int(n) if interpreted(kernel) else None
+
+
 def device_of(t, kernel):
     """Launch context for `kernel` on t's device: Triton launches on the
     current CUDA device, which need not be the tensor's on a multi-GPU host.

@@ -16,7 +16,7 @@ def _lif_multistep_fwd_kernel(x_ptr, v0_ptr, spike_ptr, h_ptr, v_last_ptr,
                               n, T,
                               decay: tl.float64, in_scale: tl.float64, bias: tl.float64,
                               v_th: tl.float64, v_reset: tl.float64,
-                              HAS_V0: tl.constexpr, SAVE_H: tl.constexpr, HARD_RESET: tl.constexpr,
+                              T_STATIC: tl.constexpr, HAS_V0: tl.constexpr, SAVE_H: tl.constexpr, HARD_RESET: tl.constexpr,
                               ACC: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inb = offs < n
@@ -34,7 +34,8 @@ def _lif_multistep_fwd_kernel(x_ptr, v0_ptr, spike_ptr, h_ptr, v_last_ptr,
     px = x_ptr + offs
     ps = spike_ptr + offs
     ph = h_ptr + offs
-    for _t in range(T):
+    # T_STATIC: T for the interpreter only (see _common.interpreter_bound).
+    for _t in range(T if T_STATIC is None else T_STATIC):
         h = charge(v, tl.load(px, mask=inb, other=0.0).to(ACC), c_decay, c_in, c_bias)
         s = fire(h, c_th, ACC)
         v = reset(h, s, c_th, c_reset, HARD_RESET)
@@ -52,7 +53,7 @@ def _lif_multistep_fwd_kernel(x_ptr, v0_ptr, spike_ptr, h_ptr, v_last_ptr,
 def _lif_multistep_bwd_kernel(g_ptr, z_ptr, gvl_ptr, gx_ptr, gv0_ptr,
                               n, T, last_off,
                               decay: tl.float64, in_scale: tl.float64, alpha: tl.float64,
-                              HAS_GVL: tl.constexpr, HARD_RESET: tl.constexpr, SURROGATE: tl.constexpr,
+                              T_STATIC: tl.constexpr, HAS_GVL: tl.constexpr, HARD_RESET: tl.constexpr, SURROGATE: tl.constexpr,
                               ACC: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inb = offs < n
@@ -68,7 +69,8 @@ def _lif_multistep_bwd_kernel(g_ptr, z_ptr, gvl_ptr, gx_ptr, gv0_ptr,
     pg = g_ptr + offs + last_off
     pz = z_ptr + offs + last_off
     px = gx_ptr + offs + last_off
-    for _t in range(T):
+    # T_STATIC: T for the interpreter only (see _common.interpreter_bound).
+    for _t in range(T if T_STATIC is None else T_STATIC):
         z = tl.load(pz, mask=inb, other=0.0).to(ACC)
         g = tl.load(pg, mask=inb, other=0.0).to(ACC)
         # The spike is recomputed from z = h - v_th (not saved) and the reset
@@ -123,7 +125,7 @@ def lif_multistep_fwd(x_seq, v0, tau, v_th, v_reset, decay_input, surrogate, alp
         _lif_multistep_fwd_kernel[C.grid_1d(n)](
             x, v0 if v0 is not None else x, spike, h_seq if save_h else x, v_last,
             n, T, decay, in_scale, bias, th, v_rst,
-            HAS_V0=v0 is not None, SAVE_H=bool(save_h), HARD_RESET=hard,
+            T_STATIC=C.interpreter_bound(_lif_multistep_fwd_kernel, T), HAS_V0=v0 is not None, SAVE_H=bool(save_h), HARD_RESET=hard,
             ACC=C.acc_dtype(x.dtype), BLOCK=C.BLOCK, num_warps=C.NUM_WARPS)
     return spike, v_last, h_seq
 
@@ -160,6 +162,6 @@ def lif_multistep_bwd(grad_spike_seq, grad_v_last, h_seq, tau, v_th, v_reset, de
         _lif_multistep_bwd_kernel[C.grid_1d(n)](
             g, h, gvl if gvl is not None else h, grad_x, grad_v0,
             n, T, (T - 1) * n, decay, in_scale, float(alpha),
-            HAS_GVL=gvl is not None, HARD_RESET=hard, SURROGATE=kind,
+            T_STATIC=C.interpreter_bound(_lif_multistep_bwd_kernel, T), HAS_GVL=gvl is not None, HARD_RESET=hard, SURROGATE=kind,
             ACC=C.acc_dtype(h.dtype), BLOCK=C.BLOCK, num_warps=C.NUM_WARPS)
     return grad_x, grad_v0

@@ -40,7 +40,7 @@ _GEMM_GROUP_M = 8
 
 @triton.jit
 def _outer_small_kernel(w_ptr, g_ptr, a_ptr, N, OUT, IN, stride_wo, stride_wi, alpha: tl.float64,
-                        ACC: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr):
+                        N_STATIC: tl.constexpr, ACC: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr):
     # 1-D grid (no 65535 limit on a second axis), columns fastest so
     # neighbouring programs share rows of g.
     pid = tl.program_id(0)
@@ -52,7 +52,8 @@ def _outer_small_kernel(w_ptr, g_ptr, a_ptr, N, OUT, IN, stride_wo, stride_wi, a
     acc = tl.zeros([BLOCK_O, BLOCK_I], ACC)
     pg = g_ptr + offs_o
     pa = a_ptr + offs_i
-    for _b in range(N):
+    # N_STATIC: N for the interpreter only (see _common.interpreter_bound).
+    for _b in range(N if N_STATIC is None else N_STATIC):
         gv = tl.load(pg, mask=mo, other=0.0).to(ACC)
         av = tl.load(pa, mask=mi, other=0.0).to(ACC)
         acc += gv[:, None] * av[None, :]
@@ -66,7 +67,7 @@ def _outer_small_kernel(w_ptr, g_ptr, a_ptr, N, OUT, IN, stride_wo, stride_wi, a
 
 @triton.jit
 def _outer_gemm_kernel(w_ptr, g_ptr, a_ptr, N, OUT, IN, stride_wo, stride_wi, alpha: tl.float64,
-                       ACC: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+                       N_STATIC: tl.constexpr, ACC: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        GROUP_M: tl.constexpr):
     # Grouped tile order: GROUP_M consecutive programs sweep down a column
@@ -85,7 +86,8 @@ def _outer_gemm_kernel(w_ptr, g_ptr, a_ptr, N, OUT, IN, stride_wo, stride_wi, al
     mm = offs_m < OUT
     mn = offs_n < IN
     acc = tl.zeros([BLOCK_M, BLOCK_N], ACC)
-    for k0 in range(0, N, BLOCK_K):
+    # N_STATIC: N for the interpreter only (see _common.interpreter_bound).
+    for k0 in range(0, N if N_STATIC is None else N_STATIC, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mk = offs_k < N
         rows = offs_k.to(tl.int64)
@@ -157,7 +159,7 @@ def outer_accumulate_(grad_w, g, a, alpha):
         with C.device_of(grad_w, _outer_small_kernel):
             _outer_small_kernel[grid](
                 grad_w, g2, a2, n, out_f, in_f, grad_w.stride(0), grad_w.stride(1), alpha,
-                ACC=C.acc_dtype(grad_w.dtype), BLOCK_O=_SMALL_BLOCK_O, BLOCK_I=_SMALL_BLOCK_I,
+                N_STATIC=C.interpreter_bound(_outer_small_kernel, n), ACC=C.acc_dtype(grad_w.dtype), BLOCK_O=_SMALL_BLOCK_O, BLOCK_I=_SMALL_BLOCK_I,
                 num_warps=C.NUM_WARPS)
         return None
     if g2.dtype == torch.float64:
@@ -167,6 +169,7 @@ def outer_accumulate_(grad_w, g, a, alpha):
     with C.device_of(grad_w, _outer_gemm_kernel):
         _outer_gemm_kernel[grid](
             grad_w, g2, a2, n, out_f, in_f, grad_w.stride(0), grad_w.stride(1), alpha,
+            N_STATIC=C.interpreter_bound(_outer_gemm_kernel, n),
             # input_precision only matters for fp32 operands ("ieee": no TF32
             # rounding); fp16/bf16 products are exact on tensor cores either way.
             ACC=tl.float32, DOT_PRECISION="ieee" if g2.dtype == torch.float32 else "tf32",
