@@ -8,6 +8,7 @@ import ottt_cuda
 from ottt_cuda import nn as onn
 from ottt_cuda.reference import lif_multistep_ref
 from test_equivalence_reference import rel_err
+from _firing import assert_fires, recording
 
 
 def test_lif_keeps_membrane_and_reset_clears_it():
@@ -149,12 +150,18 @@ def test_layers_between_plain_modules_in_multistep():
     torch.manual_seed(0)
     model = torch.nn.Sequential(onn.Conv2d(1, 2, 3, padding=1, trace=False), onn.LIF(), torch.nn.MaxPool2d(2),
                                 torch.nn.Flatten(), onn.Linear(8, 2)).double()
+    with torch.no_grad():  # the default init leaves the LIF silent: the output would be the Linear's bias
+        model[0].weight.normal_(0, 0.5)
+        model[0].bias.fill_(0.3)
     x = torch.rand(3, 2, 1, 4, 4, dtype=torch.float64) * 3
     ottt_cuda.reset(model)
-    single = torch.stack([model(x[t]) for t in range(3)])
-    ottt_cuda.reset(model)
-    with onn.multistep(model, 3):
-        multi = model(x.flatten(0, 1)).unflatten(0, (3, 2))
+    with recording(model) as rates:
+        single = torch.stack([model(x[t]) for t in range(3)])
+        ottt_cuda.reset(model)
+        with onn.multistep(model, 3):
+            multi = model(x.flatten(0, 1)).unflatten(0, (3, 2))
+    assert len(rates["1"]) == 6  # 3 single steps, then 3 steps in one multi-step call
+    assert_fires(rates)
     torch.testing.assert_close(multi, single, rtol=1e-12, atol=1e-12)
 
 
