@@ -53,8 +53,9 @@ class VGGFWS(VGGWS):
     """VGG-F: at step t > 1 the first conv block's input current is
     conv1(x) + fb_conv(up(f[t-1])), f[t-1] the last conv block's output at the
     previous step, up nearest upsampling to the input resolution, fb_conv a
-    zero-initialized 3x3 conv (its weight gradient uses the trace of its input
-    like every synapse). The feedback makes the model step-by-step only."""
+    3x3 conv with a bias, both zero-initialized as in the official model (its
+    weight gradient uses the trace of its input like every synapse). The
+    feedback makes the model step-by-step only."""
 
     sequential_only = True
 
@@ -62,9 +63,11 @@ class VGGFWS(VGGWS):
         super().__init__(cfg, num_classes, in_channels, fc_hw, dropout, tau)
         first = next(m for m in self.features if isinstance(m, onn.Conv2d))
         last_c = [v for v in cfg if not isinstance(v, str)][-1]
-        self.fb_conv = onn.Conv2d(last_c, first.out_channels, 3, padding=1, bias=False,
+        self.fb_conv = onn.Conv2d(last_c, first.out_channels, 3, padding=1, bias=True,
                                   trace_decay=1.0 - 1.0 / tau)
+        # Zero weight AND bias: at initialization VGG-F computes exactly what VGG-11 does.
         nn.init.zeros_(self.fb_conv.weight)
+        nn.init.zeros_(self.fb_conv.bias)
         self.f_prev = None
 
     def reset_state(self):
