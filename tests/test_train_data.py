@@ -18,6 +18,18 @@ except ImportError:
     HAS_TV = False
 needs_tv = pytest.mark.skipif(not HAS_TV, reason="torchvision is not installed (CIFAR/ImageNet loaders need it)")
 
+# Published per-channel means/stds of the training images (pixel values in [0, 1]), written here
+# rather than read from ottt_cuda.train.data so that a wrong constant there fails:
+# - Fashion-MNIST: 0.2860 / 0.3530 (mean and std of the 60000 training images; Xiao et al. 2017's
+#   data set, the figures used throughout its PyTorch examples);
+# - CIFAR-10: (0.4914, 0.4822, 0.4465) / (0.2470, 0.2435, 0.2616); CIFAR-100: (0.5071, 0.4865, 0.4409)
+#   / (0.2673, 0.2564, 0.2762) (over the 50000 training images of each);
+# - ImageNet: (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225) (torchvision's documented normalization).
+FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
+CIFAR_MEAN_STD = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+                  "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))}
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
 
 @pytest.fixture(autouse=True)
 def _restore_threads():
@@ -66,7 +78,7 @@ def test_fmnist_loader(tmp_path, gz):
     x, y = train[3]
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and int(y) == 3
     raw = data.read_idx(next(tmp_path.glob("train-images*")))[3]
-    expect = (torch.from_numpy(raw.astype(np.float32)) / 255 - data.FMNIST_MEAN) / data.FMNIST_STD
+    expect = (torch.from_numpy(raw.astype(np.float32)) / 255 - FMNIST_MEAN) / FMNIST_STD
     torch.testing.assert_close(x[0], expect)
 
 
@@ -118,6 +130,12 @@ def test_cifar_loader_and_cli(tmp_path, capsys, name):
     assert x.shape == (3, 32, 32) and int(y) == 0
     xt, _ = test[0]
     assert torch.equal(xt, test[0][0])  # no augmentation on the test split
+    # the test image is the stored pixels (CHW rows of the pickled batch) normalized per channel
+    folder = tmp_path / ("cifar-100-python" if name == "cifar100" else "cifar-10-batches-py")
+    with open(folder / ("test" if name == "cifar100" else "test_batch"), "rb") as f:
+        raw = pickle.load(f)["data"][0].reshape(3, 32, 32).astype(np.float64) / 255
+    mean, std = (torch.tensor(v, dtype=torch.float64)[:, None, None] for v in CIFAR_MEAN_STD[name])
+    torch.testing.assert_close(xt.double(), (torch.from_numpy(raw) - mean) / std, rtol=1e-5, atol=1e-5)
     res = run_ok([name, "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "o"), "--batch", "4", "--T", "1"],
                  capsys)
     assert res["dataset"] == name and res["model"] == "vgg11_ws"
@@ -148,8 +166,15 @@ def test_imagenet_loader_and_cli(tmp_path, capsys):
             (tmp_path / split / c).mkdir(parents=True)
             for i in range(2):
                 Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / split / c / f"{i}.png")
+    # one validation image of a single colour: any resize and crop keep that colour, so the
+    # normalized value is known exactly
+    colour = np.array([200, 100, 30], dtype=np.uint8)
+    Image.fromarray(np.broadcast_to(colour, (40, 48, 3)).copy()).save(tmp_path / "val" / "n01" / "0.png")
     train, test = data.build("imagenet", str(tmp_path), image_size=32)
     assert len(train) == 4 and train[0][0].shape == (3, 32, 32) and test[3][0].shape == (3, 32, 32)
+    mean, std = (torch.tensor(v)[:, None, None] for v in IMAGENET_MEAN_STD)
+    expect = ((torch.tensor(colour, dtype=torch.float32)[:, None, None] / 255 - mean) / std).expand(3, 32, 32)
+    torch.testing.assert_close(test[0][0], expect, rtol=1e-5, atol=1e-5)
     res = run_ok(["imagenet", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "o"), "--batch", "2", "--T", "1",
                   "--image-size", "32"], capsys)
     assert res["model"] == "nf_resnet34"
