@@ -53,18 +53,55 @@ def test_synthetic_end_to_end(tmp_path, capsys):
     assert (tmp_path / "checkpoint.pt").is_file()
 
 
+def record_train_steps(monkeypatch):
+    """Wrap the runner's train_step: record the keyword arguments of every call, and the
+    parameters before the first one (to see that the run trained)."""
+    from ottt_cuda.train import runner
+    calls, initial = [], {}
+    real = runner.train_step
+
+    def spy(model, x, y, optimizer, **kw):
+        if not initial:
+            initial.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        calls.append(kw)
+        return real(model, x, y, optimizer, **kw)
+
+    monkeypatch.setattr(runner, "train_step", spy)
+    return calls, initial
+
+
+def trained_model(out_dir):
+    return torch.load(out_dir / "checkpoint.pt", weights_only=True)["model"]
+
+
 @pytest.mark.parametrize("mode", ["ottt_o", "sltt", "sltt_k", "bptt"])
-def test_other_modes_run(tmp_path, capsys, mode):
+def test_other_modes_train_with_that_mode(tmp_path, capsys, monkeypatch, mode):
+    calls, initial = record_train_steps(monkeypatch)
     rc, out, err = run_cli(["synthetic", "--mode", mode, "--epochs", "1", "--limit-batches", "2", "--out-dir",
                             str(tmp_path), "--threads", "1", "--no-progress"], capsys)
     assert rc == 0, err
     assert last_json(out)["mode"] == mode
+    # every training step ran in that mode (SLTT-K with the default k = ceil(T / 2) of T = 4 steps)
+    assert len(calls) == 2 and all(c["mode"] == mode and c["T"] == 4 for c in calls)
+    assert all(c["k"] == (2 if mode == "sltt_k" else None) and c["chunk"] is None for c in calls)
+    # and the saved model is the trained one: its weights moved away from the initial ones
+    saved = trained_model(tmp_path)
+    moved = [k for k, v in saved.items() if v.is_floating_point() and not torch.equal(v, initial[k])]
+    assert any(k.endswith("weight") for k in moved), moved
 
 
-def test_chunked_ottt_a_runs(tmp_path, capsys):
-    rc, out, err = run_cli(["synthetic", "--chunk", "2", "--epochs", "1", "--limit-batches", "2", "--out-dir",
-                            str(tmp_path), "--threads", "1"], capsys)
+def test_chunked_ottt_a_trains_the_same_model(tmp_path, capsys, monkeypatch):
+    """--chunk K computes the same OTTT_A gradients K steps at a time: same run, same model."""
+    argv = ["synthetic", "--epochs", "1", "--limit-batches", "2", "--threads", "1", "--no-progress"]
+    rc, _, err = run_cli(argv + ["--out-dir", str(tmp_path / "plain")], capsys)
     assert rc == 0, err
+    calls, _ = record_train_steps(monkeypatch)
+    rc, out, err = run_cli(argv + ["--chunk", "2", "--out-dir", str(tmp_path / "chunk")], capsys)
+    assert rc == 0, err
+    assert calls and all(c["chunk"] == 2 and c["mode"] == "ottt_a" for c in calls)
+    plain, chunked = trained_model(tmp_path / "plain"), trained_model(tmp_path / "chunk")
+    for k, v in plain.items():
+        torch.testing.assert_close(chunked[k], v, rtol=1e-4, atol=1e-5, msg=k)
 
 
 def test_learns_well_above_chance(tmp_path, capsys):
