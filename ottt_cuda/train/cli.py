@@ -40,13 +40,22 @@ def parser():
     a("--chunk", type=int, help="OTTT_A/SLTT: compute the online gradients this many steps at a time")
     a("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast precision")
     a("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    a("--data-dir", help="where the data set lives (see ottt_cuda/train/data.py for the formats)")
+    a("--data-dir", help="where the data set lives. fmnist: the 4 IDX files; cifar10/100: torchvision's folder; "
+                         "imagenet: train/<class>/*.JPEG and val/<class>/*.JPEG; cifar10dvs/dvsgesture: "
+                         "SpikingJelly's dataset root (the root given to spikingjelly.datasets.CIFAR10DVS / "
+                         "DVS128Gesture) holding frames_number_T_split_by_number/ (integrated by SpikingJelly with "
+                         "data_type='frame', frames_number=--T, split_by='number'; CIFAR10-DVS: <class>/*.npz, "
+                         "first 10%% of each class tests; DVS128-Gesture: train/ and test/<label>/*.npz), or "
+                         "train.npz + test.npz (frames [N, T, 2, H, W], labels [N]). Details: "
+                         "ottt_cuda/train/data.py")
     a("--out-dir", help="metrics, checkpoints, results (default runs/DATASET-MODE)")
     a("--seed", type=int, default=0)
     a("--workers", type=int, help="DataLoader worker processes")
     a("--threads", type=int, help="CPU threads for torch (torch.set_num_threads); on a busy machine 1 is often "
                                   "much faster for small models")
-    a("--image-size", type=int, help="ImageNet crop size (default 224)")
+    a("--image-size", type=int, help="ImageNet crop size (default 224); DVS frame size SxS (default: 48 for "
+                                      "CIFAR10-DVS read from SpikingJelly's 128x128 folders, as the paper; "
+                                      "otherwise as stored)")
     a("--resume", metavar="PATH", help="continue from a checkpoint (e.g. OUT_DIR/checkpoint.pt), same options")
     a("--stop-after", type=int, metavar="N", help="stop after N epochs in this invocation (resume later)")
     a("--limit-batches", type=int, metavar="N", help="at most N train and N test batches per epoch (smoke tests)")

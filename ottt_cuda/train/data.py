@@ -6,12 +6,27 @@ On-disk formats:
   (default: /usr/share/datasets/fashion-mnist, where Debian's dataset-fashion-mnist installs them).
 - cifar10 / cifar100: torchvision's layout (cifar-10-batches-py/ or cifar-100-python/ in --data-dir).
 - imagenet: ImageFolder layout, --data-dir/train/<class>/*.JPEG and --data-dir/val/<class>/*.JPEG.
-- cifar10dvs / dvsgesture: pre-integrated frames, one file per split, --data-dir/train.npz and
-  --data-dir/test.npz, each holding
+- cifar10dvs / dvsgesture, either of two layouts in --data-dir:
+  1. SpikingJelly's dataset folder (the `root` given to spikingjelly.datasets.CIFAR10DVS /
+     DVS128Gesture), with the events already integrated by SpikingJelly into T frames split by
+     event number (data_type='frame', frames_number=T, split_by='number'); read directly:
+         ROOT/frames_number_T_split_by_number/<class>/<sample>.npz            (CIFAR10DVS)
+         ROOT/frames_number_T_split_by_number/{train,test}/<class>/<sample>.npz
+                                       (DVS128Gesture, and CIFAR10DVSTEBNSplit's split)
+     each .npz holding frames [T, 2, H, W] (event counts, ON/OFF polarity). CIFAR10-DVS has no
+     official split: without train/ and test/ the first 10% of each class by sample number
+     (cifar10_<class>_0 .. _99) is the test set, the rest trains (9000 / 1000, as the paper and
+     TEBN's split). Class folders are sorted by name (numerically when all are numbers: DVS128-
+     Gesture's 0..10). CIFAR10-DVS frames are resized 128x128 -> 48x48 (bilinear, antialiased:
+     "reduce the spatial resolution into 48x48 by interpolation", supplementary C.2).
+     --data-dir may also point at the frames_number_T_split_by_number folder itself.
+  2. pre-integrated frames, one file per split, --data-dir/train.npz and --data-dir/test.npz,
+     each holding
       frames  [N, T, 2, H, W]  uint8 (event counts) or float32, ON/OFF polarity channels
       labels  [N]              integer class indices
-  (write them with numpy.savez; the paper integrates CIFAR10-DVS into T = 10 frames at 48x48 and
-  DVS128-Gesture into T = 20 frames; T of the file must equal --T).
+     (write them with numpy.savez; the paper integrates CIFAR10-DVS into T = 10 frames at 48x48
+     and DVS128-Gesture into T = 20 frames; T of the file must equal --T).
+  --image-size S resizes the frames to SxS in either layout.
 - synthetic: generated in memory (no files).
 """
 import gzip
@@ -207,29 +222,68 @@ def imagenet(data_dir, image_size=224):
 
 # ----------------------------------------------------------------------------- DVS frames
 
-class FrameDataset(torch.utils.data.Dataset):
-    """Pre-integrated event frames [N, T, 2, H, W]; items are float [T, 2, H, W]."""
+def _frame_item(x, size, crop_pad, mean, std):
+    """float frames [T, 2, H, W] -> resized, randomly cropped (one shift per sequence), normalized."""
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                            antialias=True)
+    if crop_pad:
+        # The same random crop for every frame of a sample (one spatial shift per sequence).
+        p = crop_pad
+        h, w = x.shape[-2:]
+        x = torch.nn.functional.pad(x, (p, p, p, p))
+        dy, dx = torch.randint(2 * p + 1, ()).item(), torch.randint(2 * p + 1, ()).item()
+        x = x[..., dy:dy + h, dx:dx + w]
+    if mean != 0.0 or std != 1.0:
+        x = (x - mean) / std
+    return x
 
-    def __init__(self, frames, labels, crop_pad=0, mean=0.0, std=1.0):
+
+class FrameDataset(torch.utils.data.Dataset):
+    """Pre-integrated event frames [N, T, 2, H, W] in memory; items are float [T, 2, H', W']."""
+
+    def __init__(self, frames, labels, crop_pad=0, mean=0.0, std=1.0, size=None):
         self.frames = torch.as_tensor(frames)
         self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.crop_pad, self.mean, self.std = crop_pad, mean, std
+        self.crop_pad, self.mean, self.std, self.size = crop_pad, mean, std, size
 
     def __len__(self):
         return len(self.labels)
 
     def __getitem__(self, i):
-        x = self.frames[i].float()
-        if self.crop_pad:
-            # The same random crop for every frame of a sample (one spatial shift per sequence).
-            p = self.crop_pad
-            h, w = x.shape[-2:]
-            x = torch.nn.functional.pad(x, (p, p, p, p))
-            dy, dx = torch.randint(2 * p + 1, ()).item(), torch.randint(2 * p + 1, ()).item()
-            x = x[..., dy:dy + h, dx:dx + w]
-        if self.mean != 0.0 or self.std != 1.0:
-            x = (x - self.mean) / self.std
-        return x, self.labels[i]
+        return _frame_item(self.frames[i].float(), self.size, self.crop_pad, self.mean, self.std), self.labels[i]
+
+
+class FrameFolderDataset(torch.utils.data.Dataset):
+    """SpikingJelly's integrated frames, one .npz per sample, read when an item is asked for (as
+    SpikingJelly's own DatasetFolder does: CIFAR10-DVS at 128x128 is 6 GB in float32)."""
+
+    def __init__(self, files, labels, T, crop_pad=0, mean=0.0, std=1.0, size=None):
+        self.files, self.labels, self.T = list(files), torch.as_tensor(labels, dtype=torch.long), T
+        self.crop_pad, self.mean, self.std, self.size = crop_pad, mean, std, size
+
+    def __len__(self):
+        return len(self.files)
+
+    def raw(self, i):
+        """Sample i's frames as float32 [T, 2, H, W], resized, neither cropped nor normalized."""
+        path = self.files[i]
+        try:
+            with np.load(path) as z:
+                if "frames" not in z:
+                    raise DataError(f"{path} holds no 'frames' array (found {sorted(z.files)}): not a SpikingJelly "
+                                    "frames file")
+                frames = z["frames"]
+        except DataError:
+            raise
+        except Exception as e:
+            raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
+        if frames.ndim != 4 or frames.shape[1] != 2 or (self.T is not None and frames.shape[0] != self.T):
+            raise DataError(f"{path}: frames must be [T={self.T}, 2, H, W], got {frames.shape}")
+        return _frame_item(torch.from_numpy(np.asarray(frames, dtype=np.float32)), self.size, 0, 0.0, 1.0)
+
+    def __getitem__(self, i):
+        return _frame_item(self.raw(i), None, self.crop_pad, self.mean, self.std), self.labels[i]
 
 
 def _load_npz(path, T, name):
@@ -263,15 +317,132 @@ def _global_mean_std(frames, chunk=256):
     return float(mean), (std or 1.0)
 
 
-def dvs(name, data_dir, T):
+def _dvs_npz(name, data_dir, T, size):
     train_f, train_y = _load_npz(os.path.join(data_dir, "train.npz"), T, name)
     test_f, test_y = _load_npz(os.path.join(data_dir, "test.npz"), T, name)
     if name == "cifar10dvs":
         # C.2: random crop as CIFAR-10, inputs normalized by the global mean/std over all time steps
         # (one scalar pair from the training frames).
-        mean, std = _global_mean_std(train_f)
-        return FrameDataset(train_f, train_y, 4, mean, std), FrameDataset(test_f, test_y, 0, mean, std)
-    return FrameDataset(train_f, train_y), FrameDataset(test_f, test_y)
+        mean, std = (_global_mean_std(train_f) if size is None
+                     else _dataset_mean_std(FrameDataset(train_f, train_y, size=size)))
+        return (FrameDataset(train_f, train_y, 4, mean, std, size), FrameDataset(test_f, test_y, 0, mean, std, size))
+    return FrameDataset(train_f, train_y, size=size), FrameDataset(test_f, test_y, size=size)
+
+
+# ----------------------------------------------------------------------------- SpikingJelly folders
+
+SJ_DEFAULT_SIZE = {"cifar10dvs": 48, "dvsgesture": None}  # None: SpikingJelly's 128x128 as stored
+CIFAR10DVS_TEST_PER_CLASS = 0.1  # 100 of each class's 1000 samples (9000 train / 1000 test)
+
+
+def sj_frames_dir(T):
+    """The folder SpikingJelly writes for frames_number=T, split_by='number'."""
+    return f"frames_number_{T}_split_by_number"
+
+
+def _find_sj_root(data_dir, T):
+    if os.path.basename(os.path.normpath(data_dir)) == sj_frames_dir(T):
+        return data_dir
+    p = os.path.join(data_dir, sj_frames_dir(T))
+    return p if os.path.isdir(p) else None
+
+
+def _sample_number(path):
+    # SpikingJelly names samples <prefix>_<n>.npz (cifar10_airplane_7.npz, user01_fluorescent_0.npz).
+    stem = os.path.splitext(os.path.basename(path))[0]
+    tail = stem.rsplit("_", 1)[-1]
+    return (int(tail), stem) if tail.isdigit() else (float("inf"), stem)
+
+
+def _class_folders(root):
+    names = [n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n))]
+    if names and all(n.isdigit() for n in names):
+        return sorted(names, key=int), {n: int(n) for n in names}
+    names = sorted(names)
+    return names, {n: i for i, n in enumerate(names)}
+
+
+def _npz_files(folder):
+    return sorted((os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".npz")), key=_sample_number)
+
+
+def _sj_split(root, name):
+    """([(file, label)] train, [(file, label)] test) from a SpikingJelly frames folder."""
+    split_dirs = [os.path.join(root, s) for s in ("train", "test")]
+    if all(os.path.isdir(d) for d in split_dirs):
+        names, label = _class_folders(split_dirs[0])
+        out = []
+        for d in split_dirs:
+            test_names, _ = _class_folders(d)
+            if set(test_names) - set(names):
+                raise DataError(f"{d} has class folders {sorted(set(test_names) - set(names))} that "
+                                f"{split_dirs[0]} lacks")
+            out.append([(f, label[n]) for n in names if os.path.isdir(os.path.join(d, n))
+                        for f in _npz_files(os.path.join(d, n))])
+        return out[0], out[1]
+    if name != "cifar10dvs":
+        raise DataError(f"{root} must hold train/ and test/ folders (SpikingJelly's DVS128Gesture layout: "
+                        f"{sj_frames_dir('T')}/train/<label>/*.npz)")
+    names, label = _class_folders(root)
+    train, test = [], []
+    for n in names:
+        files = _npz_files(os.path.join(root, n))
+        # At least one test sample per class when there are two (small subsets stay testable).
+        k = max(1, int(round(len(files) * CIFAR10DVS_TEST_PER_CLASS))) if len(files) > 1 else 0
+        test += [(f, label[n]) for f in files[:k]]
+        train += [(f, label[n]) for f in files[k:]]
+    return train, test
+
+
+def _dataset_mean_std(ds):
+    """Global mean/std over every element of every (resized, uncropped) training sample, in float64."""
+    total = sq = 0.0
+    n = 0
+    for i in range(len(ds)):
+        x = (ds.raw(i) if hasattr(ds, "raw") else _frame_item(ds.frames[i].float(), ds.size, 0, 0.0, 1.0)).double()
+        total += float(x.sum())
+        sq += float(x.square().sum())
+        n += x.numel()
+    mean = total / max(n, 1)
+    std = max(sq / max(n, 1) - mean * mean, 0.0) ** 0.5
+    return mean, (std or 1.0)
+
+
+def _dvs_spikingjelly(name, root, T, size, num_classes):
+    train, test = _sj_split(root, name)
+    if not train or not test:
+        raise DataError(f"{root}: no .npz samples found for the {'train' if not train else 'test'} split "
+                        f"(expected <class>/<sample>.npz files written by SpikingJelly)")
+    labels = {y for _, y in train + test}
+    if num_classes is not None and max(labels) >= num_classes:
+        raise DataError(f"{root} has class labels up to {max(labels)} but {name} has {num_classes} classes")
+    size = size if size is not None else SJ_DEFAULT_SIZE[name]
+
+    def make(items, crop, mean=0.0, std=1.0):
+        return FrameFolderDataset([f for f, _ in items], [y for _, y in items], T, crop, mean, std, size)
+
+    if name == "cifar10dvs":
+        mean, std = _dataset_mean_std(make(train, 0))
+        return make(train, 4, mean, std), make(test, 0, mean, std)
+    return make(train, 0), make(test, 0)
+
+
+def dvs(name, data_dir, T, size=None, num_classes=None):
+    """CIFAR10-DVS / DVS128-Gesture from train.npz/test.npz or from SpikingJelly's folders (module doc)."""
+    if os.path.isfile(os.path.join(data_dir, "train.npz")):
+        return _dvs_npz(name, data_dir, T, size)
+    root = _find_sj_root(data_dir, T) if T is not None else None
+    if root is not None:
+        return _dvs_spikingjelly(name, root, T, size, num_classes)
+    other = sorted(n for n in os.listdir(data_dir) if n.startswith("frames_number_")) \
+        if os.path.isdir(data_dir) else []
+    found = f" Found {', '.join(other)}: pass the matching --T (frames_number = T, split_by='number')." \
+        if other else ""
+    raise DataError(f"{name}: no data in {data_dir}. Expected either SpikingJelly's folder "
+                    f"{os.path.join(data_dir, sj_frames_dir(T))}/ (made by spikingjelly.datasets with "
+                    f"data_type='frame', frames_number={T}, split_by='number') or pre-integrated frames "
+                    f"{os.path.join(data_dir, 'train.npz')} and test.npz: numpy.savez(path, frames=uint8/float32 "
+                    f"[N, T, 2, H, W], labels=int [N]) (see ottt_cuda/train/data.py).{found}")
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -279,7 +450,7 @@ def dvs(name, data_dir, T):
 SEQUENCE_DATASETS = ("cifar10dvs", "dvsgesture")
 
 
-def build(dataset, data_dir=None, *, download=False, T=None, image_size=224, num_classes=10):
+def build(dataset, data_dir=None, *, download=False, T=None, image_size=None, num_classes=10):
     """(train set, test set) for a recipe name; items are (x, y) with x [C, H, W] (static input,
     the same at every time step) or [T, C, H, W] for DVS frames."""
     if download and dataset not in ("cifar10", "cifar100"):
@@ -292,7 +463,7 @@ def build(dataset, data_dir=None, *, download=False, T=None, image_size=224, num
     if dataset in ("cifar10", "cifar100"):
         return cifar(dataset, data_dir, download)
     if dataset == "imagenet":
-        return imagenet(data_dir, image_size)
+        return imagenet(data_dir, image_size or 224)
     if dataset in SEQUENCE_DATASETS:
-        return dvs(dataset, data_dir, T)
+        return dvs(dataset, data_dir, T, image_size, num_classes)
     raise ValueError(f"unknown data set {dataset!r}")

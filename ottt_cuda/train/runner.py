@@ -221,7 +221,7 @@ def _run(cfg, d):
         torch.distributed.barrier()
         download = False
     train_set, test_set = data.build(cfg["dataset"], cfg["data_dir"], download=download,
-                                     T=cfg["T"] if sequence else None, image_size=cfg["image_size"] or 224,
+                                     T=cfg["T"] if sequence else None, image_size=cfg["image_size"],
                                      num_classes=cfg["num_classes"])
     sample_shape = tuple(train_set[0][0].shape)
     model = build_model(cfg, sample_shape).to(device)
