@@ -19,20 +19,33 @@ import torch.nn.functional as F
 from ottt_cuda import nn as onn
 
 
+def surrogate_derivative(z, surrogate, alpha):
+    """dH/dz stand-ins, written from the formulas in README.md (each integrates to 1)."""
+    if surrogate == "sigmoid":
+        s = torch.sigmoid(alpha * z)
+        return alpha * s * (1 - s)
+    if surrogate == "atan":
+        return alpha / (2 * (1 + (math.pi / 2 * alpha * z) ** 2))
+    if surrogate == "triangle":
+        return alpha * torch.relu(1 - alpha * z.abs())
+    if surrogate == "rectangle":
+        return alpha * (z.abs() < 1 / (2 * alpha)).to(z.dtype)
+    raise ValueError(surrogate)
+
+
 class Heaviside(torch.autograd.Function):
-    """Spike forward; sigmoid surrogate alpha*sig(alpha z)(1 - sig(alpha z)) backward."""
+    """Spike forward; the surrogate derivative (sigmoid by default) backward."""
 
     @staticmethod
-    def forward(ctx, z, alpha):
+    def forward(ctx, z, alpha, surrogate="sigmoid"):
         ctx.save_for_backward(z)
-        ctx.alpha = alpha
+        ctx.alpha, ctx.surrogate = alpha, surrogate
         return (z >= 0).to(z.dtype)
 
     @staticmethod
     def backward(ctx, g):
         (z,) = ctx.saved_tensors
-        s = torch.sigmoid(ctx.alpha * z)
-        return g * ctx.alpha * s * (1 - s), None
+        return g * surrogate_derivative(z, ctx.surrogate, ctx.alpha), None, None
 
 
 class ReplaceForGrad(torch.autograd.Function):
@@ -56,11 +69,16 @@ def ref_standardize(w, gain, eps):
 
 
 class RefNeuron:
-    """LIF with soft reset, decay_input=False, reset detached; the membrane
-    history is detached unless bptt."""
+    """LIF, reset detached; the membrane history is detached unless bptt.
 
-    def __init__(self, tau, v_th, alpha, bptt):
-        self.lam, self.v_th, self.alpha, self.bptt = 1 - 1 / tau, v_th, alpha, bptt
+    Charge h = lam*v + I (I/tau with decay_input) plus v_reset/tau for a hard
+    reset (SpikingJelly's forms, expanded); soft reset v = h - v_th*s, hard
+    reset v = v_reset where it fired. The membrane starts at 0."""
+
+    def __init__(self, tau, v_th, alpha, bptt, v_reset=None, decay_input=False, surrogate="sigmoid"):
+        self.tau, self.lam, self.v_th, self.alpha, self.bptt = tau, 1 - 1 / tau, v_th, alpha, bptt
+        self.v_reset, self.decay_input, self.surrogate = v_reset, decay_input, surrogate
+        self.trace_decay = self.lam  # of the trace of this neuron's spikes; RefNet may set another
         self.v = None
         self.trace = None
 
@@ -68,10 +86,20 @@ class RefNeuron:
         v = torch.zeros_like(x) if self.v is None else self.v
         if not self.bptt:
             v = v.detach()
-        h = self.lam * v + x
-        s = Heaviside.apply(h - self.v_th, self.alpha)
-        self.v = h - self.v_th * s.detach()
+        h = self.lam * v + (x / self.tau if self.decay_input else x)
+        if self.v_reset is not None:
+            h = h + self.v_reset / self.tau
+        s = Heaviside.apply(h - self.v_th, self.alpha, self.surrogate)
+        if self.v_reset is None:
+            self.v = h - self.v_th * s.detach()
+        else:
+            self.v = h * (1 - s.detach()) + self.v_reset * s.detach()
         return s
+
+
+def ref_neuron(m, bptt):
+    """A RefNeuron with the options of ottt_cuda LIF `m` (its public attributes)."""
+    return RefNeuron(m.tau, m.v_th, m.alpha, bptt, m.v_reset, m.decay_input, m.surrogate)
 
 
 class RefSynapse:
@@ -117,8 +145,7 @@ class RefNet:
                     self.params[names[id(p)]] = ps[short]
                 self.ops.append(("syn", RefSynapse(m, ps)))
             elif isinstance(m, onn.LIF):
-                assert m.v_reset is None and not m.decay_input and m.surrogate == "sigmoid"
-                self.ops.append(("lif", RefNeuron(m.tau, m.v_th, m.alpha, mode == "bptt")))
+                self.ops.append(("lif", ref_neuron(m, mode == "bptt")))
             elif isinstance(m, onn.Dropout):
                 self.ops.append(("mask", m))
             elif isinstance(m, onn.Scale):
@@ -127,6 +154,12 @@ class RefNet:
                 self.ops.append(("free", m))
             else:
                 raise TypeError(f"reference does not know {type(m).__name__}")
+        # The trace of a neuron's spikes decays with the leak of the neurons that the next synapse feeds
+        # (DESIGN.md section 1); the readout has no neuron after it: there, as in the paper's code, the
+        # last neuron's own leak.
+        lifs = [op for kind, op in self.ops if kind == "lif"]
+        for pre, post in zip(lifs, lifs[1:]):
+            pre.trace_decay = post.lam
 
     def step(self, x):
         """One time step. Between neurons the signal is a [spike, trace] pair
@@ -139,7 +172,7 @@ class RefNet:
                 if self.mode == "bptt":
                     h = s
                 else:
-                    lam = 0.0 if self.mode == "sltt" else op.lam
+                    lam = 0.0 if self.mode == "sltt" else op.trace_decay
                     with torch.no_grad():
                         op.trace = s.detach() if op.trace is None else lam * op.trace + s.detach()
                     h = [s, op.trace]
@@ -235,3 +268,26 @@ def test_reference_standardization_has_zero_mean_unit_scale():
     ws = ref_standardize(w, torch.ones(5, 1, dtype=torch.float64), 0.0)
     assert torch.allclose(ws.mean(1), torch.zeros(5, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(ws.var(1) * 7, torch.ones(5, dtype=torch.float64), atol=1e-12)
+
+
+def test_reference_hard_reset_and_decay_input_by_hand():
+    n = RefNeuron(4.0, 1.0, 4.0, bptt=False, v_reset=0.2, decay_input=True)
+    xs = torch.tensor([[2.0], [4.0], [1.0]], dtype=torch.float64)
+    spikes = [n(x).item() for x in xs]
+    # lam = 0.75. h1 = 0 + 2/4 + 0.2/4 = 0.55 (no spike); h2 = 0.4125 + 1 + 0.05 = 1.4625 (spike, v = 0.2);
+    # h3 = 0.15 + 0.25 + 0.05 = 0.45 (no spike)
+    assert spikes == [0.0, 1.0, 0.0]
+    assert n.v.item() == pytest.approx(0.45)
+
+
+@pytest.mark.parametrize("surrogate", ["sigmoid", "atan", "triangle", "rectangle"])
+def test_reference_surrogates_integrate_to_one_and_peak_at_threshold(surrogate):
+    z = torch.linspace(-60, 60, 1_200_001, dtype=torch.float64)
+    d = surrogate_derivative(z, surrogate, 2.5)
+    # atan's tails decay like 1/z^2: the integral over [-60, 60] misses 4/(pi^2 * 2.5 * 60) ~ 2.7e-3.
+    assert torch.trapezoid(d, z).item() == pytest.approx(1.0, abs=4e-3)
+    assert d.argmax().item() == pytest.approx(600_000, abs=2) or surrogate == "rectangle"
+    zero = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    Heaviside.apply(zero, 2.5, surrogate).sum().backward()
+    assert zero.grad.item() == pytest.approx({"sigmoid": 2.5 / 4, "atan": 2.5 / 2, "triangle": 2.5,
+                                              "rectangle": 2.5}[surrogate])
