@@ -1,6 +1,7 @@
 """The memory-vs-BPTT benchmark (ottt_cuda.bench): the saved-bytes counter on
 graphs whose saved tensors are known, OTTT's flat saved memory against BPTT's
-growth in T (deterministic), and the CLI's outputs. No timing is asserted."""
+growth in T (deterministic), the quick and full workloads, and the CLI's
+outputs. No timing is asserted."""
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ import torch
 import torch.nn as tnn
 
 import ottt_cuda.nn as onn
-from ottt_cuda.bench import SavedBytes, cli, methods, report, worker
+from ottt_cuda.bench import SavedBytes, cli, launch, methods, report, worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -128,3 +129,92 @@ def test_table_ratios():
             dict(method="ottt_a", T=1, iter_s=1.0, peak_mb=25.0, saved_mb=10.0)]
     lines = report.table(recs).splitlines()
     assert lines[-1] == "| ottt_a | 1 | 1000 | 25.0 | 10.0 | 0.50 | 0.25 | 0.20 |"
+
+
+def test_headline_says_what_the_records_show():
+    recs = [dict(method="ottt_a", T=1, iter_s=1.0, saved_mb=50.0), dict(method="ottt_a", T=8, iter_s=4.0, saved_mb=50.0),
+            dict(method="bptt", T=1, iter_s=1.0, saved_mb=50.0), dict(method="bptt", T=8, iter_s=5.0, saved_mb=200.0),
+            dict(method="sj_ottt", T=8, iter_s=8.0, saved_mb=60.0),
+            dict(method="sj_bptt", T=8, iter_s=None, saved_mb=None, error="boom")]
+    assert report.headline(recs).splitlines() == [
+        "ottt_a: memory saved for backward 50.0 MB at T=1 -> 50.0 MB at T=8 (+0%)",
+        "bptt: memory saved for backward 50.0 MB at T=1 -> 200.0 MB at T=8 (+300%)",
+        "ottt_a vs BPTT at T=8: 0.25x the memory, 0.80x the time per training step",
+        "ottt_a vs SpikingJelly's OTTT at T=8: 0.83x the memory, 0.50x the time per training step",
+    ]
+
+
+def test_quick_default_is_the_headline_workload():
+    args = cli.parse_args([])
+    # the paper's model, BPTT against OTTT over at least a factor 8 in T, on a batch smaller than --full's
+    assert args.preset == "quick" and args.model == "vgg11_ws"
+    assert {"ottt_a", "bptt"} <= set(args.methods) and len(args.methods) <= 3
+    assert min(args.T) == 1 and max(args.T) >= 8 and len(args.T) <= 4
+    assert args.batch < cli.parse_args(["--full"]).batch
+    assert ("sj_ottt" in args.methods) == methods.spikingjelly_available()
+    assert args.plot == "ottt_bench_quick_cpu.png"
+
+
+def test_full_is_the_paper_sweep_with_every_method():
+    args = cli.parse_args(["--full"])
+    assert args.model == "vgg11_ws" and args.T == [1, 2, 4, 8, 16] and args.batch == 16 and args.iters == 3
+    assert args.methods == methods.available_methods("vgg11_ws")
+    assert {"ottt_a", "ottt_o", "ottt_a_chunk", "sltt", "bptt"} <= set(args.methods)
+
+
+def test_explicit_options_override_the_preset():
+    args = cli.parse_args(["--full", "--batch", "2", "--T", "3", "5", "--methods", "sltt", "--iters", "2",
+                           "--no-plot"])
+    assert (args.batch, args.T, args.methods, args.iters, args.plot) == (2, [3, 5], ["sltt"], 2, None)
+
+
+def test_gpu_suite_command_parses_and_drops_missing_peers(monkeypatch, capsys):
+    """The GPU machine has no SpikingJelly: its sj_* rows are skipped with a message, not an error."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(methods, "spikingjelly_available", lambda: False)
+    args = cli.parse_args(["--device", "cuda", "--model", "vgg11_ws", "--batch", "128", "--T", "1", "6", "16", "32",
+                           "--methods", "ottt_a", "ottt_o", "sltt", "bptt", "sj_ottt", "sj_bptt",
+                           "--json", "x.json", "--plot", "x.png"])
+    assert args.methods == ["ottt_a", "ottt_o", "sltt", "bptt"]
+    assert (args.batch, args.T, args.json, args.plot) == (128, [1, 6, 16, 32], "x.json", "x.png")
+    assert "skipping sj_ottt sj_bptt: SpikingJelly is not installed" in capsys.readouterr().err
+
+
+def test_nothing_left_to_run_is_an_error_naming_methods(monkeypatch, capsys):
+    monkeypatch.setattr(methods, "spikingjelly_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        cli.parse_args(["--methods", "sj_ottt"])
+    assert e.value.code == 2
+    assert "--methods sj_ottt: none can run here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,name", [(["--batch", "0"], "--batch"), (["--T", "1", "-2"], "--T"),
+                                       (["--iters", "x"], "--iters"), (["--timeout", "0"], "--timeout")])
+def test_bad_options_name_the_option(argv, name, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.parse_args(argv)
+    assert e.value.code == 2
+    assert name in capsys.readouterr().err
+
+
+def test_default_run_prints_headline_elapsed_and_full_hint_and_writes_png(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main(["--model", "r400", "--batch", "2", "--T", "1", "2", "--methods", "ottt_a", "bptt", "--iters", "1",
+                   "--threads", "1", "--in-process"])
+    assert rc == 0
+    out, err = capsys.readouterr()
+    assert "ottt_a: memory saved for backward" in out and "ottt_a vs BPTT at T=2:" in out
+    assert "python -m ottt_cuda.bench --full" in err and "total elapsed:" in err
+    png = tmp_path / "ottt_bench_quick_cpu.png"
+    assert str(png) in err and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_forked_worker_matches_the_in_process_record_and_reports_errors():
+    config = dict(method="ottt_a", T=2, batch=2, device="cpu", model="r400", iters=1, threads=1)
+    forked = launch.run_config(config, timeout=300)
+    assert forked.get("error") is None, forked.get("error")
+    here = worker.run(config)
+    # saved bytes are deterministic: the same in a forked child as here
+    assert forked["saved_mb"] == here["saved_mb"] and forked["T"] == 2 and forked["peak_mb"] >= 0
+    bad = launch.run_config(dict(config, model="no_such_model"), timeout=300)
+    assert bad["saved_mb"] is None and "no_such_model" in bad["error"]

@@ -1,4 +1,5 @@
-"""The outputs of the memory-vs-BPTT benchmark: Markdown table, JSON, PNG."""
+"""The outputs of the memory-vs-BPTT benchmark: Markdown table, the headline in
+words, JSON, PNG."""
 import json
 import math
 import os
@@ -47,6 +48,50 @@ def table(records):
                 row[2] = "failed: " + str(r["error"]).splitlines()[-1][:60] if r["error"] else "failed"
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def _ok(r):
+    return r.get("error") is None and r.get("iter_s") is not None and r.get("saved_mb") is not None
+
+
+def headline(records, ours=("ottt_a", "ottt_o", "sltt", "ottt_a_chunk")):
+    """The point of the benchmark in a few sentences: how each method's saved
+    memory changes from the smallest to the largest T, and how our first OTTT
+    method compares with BPTT and SpikingJelly's OTTT at the largest T both ran.
+    Only what the records show: a missing or failed configuration is left out."""
+    ok = [r for r in records if _ok(r)]
+    by = {(r["method"], r["T"]): r for r in ok}
+    methods = list(dict.fromkeys(r["method"] for r in ok))
+    lines = []
+    for m in methods:
+        Ts = sorted(T for (mm, T) in by if mm == m)
+        if len(Ts) < 2:
+            continue
+        a, b = by[m, Ts[0]]["saved_mb"], by[m, Ts[-1]]["saved_mb"]
+        growth = f"{(b / a - 1) * 100:+.0f}%" if a else "n/a"
+        lines.append(f"{m}: memory saved for backward {a:.1f} MB at T={Ts[0]} -> {b:.1f} MB at T={Ts[-1]} "
+                     f"({growth})")
+    mine = next((m for m in ours if m in methods), None)
+    for base, what in (("bptt", "BPTT"), ("sj_ottt", "SpikingJelly's OTTT")):
+        if mine is None or base not in methods:
+            continue
+        common = sorted(T for (m, T) in by if m == mine and (base, T) in by)
+        if not common:
+            continue
+        T = common[-1]
+        r, q = by[mine, T], by[base, T]
+        mem = _ratio(r["saved_mb"], q["saved_mb"])
+        t = _ratio(r["iter_s"], q["iter_s"])
+        lines.append(f"{mine} vs {what} at T={T}: {_fmt(mem, '.2f')}x the memory, {_fmt(t, '.2f')}x the time "
+                     "per training step")
+    return "\n".join(lines)
+
+
+def save_json(path, payload):
+    """Write any JSON payload, creating the folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
 
 
 def write_json(path, records, meta):

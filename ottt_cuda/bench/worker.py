@@ -9,6 +9,7 @@ the optimizer's state); then `iters` timed steps, each under PeakMemory
 """
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -72,6 +73,28 @@ def _run(config):
         "iter_s_all": times, "peak_mb_all": [p / memory.MB for p in peaks], "peak_source": source,
         "loss": loss, "iters": iters, "threads": torch.get_num_threads(),
     }
+
+
+def run_to_pipe(config, conn):
+    """Child side of launch.run_forked: the record, or the error with the
+    worker's own output, sent as ("ok" | "error", payload) through `conn`.
+    The child's stdout/stderr (library warnings) go to a file, not over the
+    parent's progress bar."""
+    import tempfile
+    import traceback
+
+    with tempfile.TemporaryFile(mode="w+") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            conn.send(("ok", run(config)))
+        except BaseException:  # everything goes back to the parent as text
+            sys.stdout.flush()
+            sys.stderr.flush()
+            log.seek(0)
+            conn.send(("error", log.read()[-1500:] + traceback.format_exc()))
+        finally:
+            conn.close()
 
 
 def main(argv=None):

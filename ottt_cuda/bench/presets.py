@@ -1,0 +1,30 @@
+"""The two workloads `python -m ottt_cuda.bench` runs without options.
+
+quick (the default): shows the point in minutes. The paper's VGG-11 (sWS) on
+CIFAR-sized random input, with a batch small enough that a 2-core CPU finishes in
+about 3 minutes, and the three methods that carry the headline: ottt_a (memory
+flat in T), bptt (memory growing with T) and SpikingJelly's OTTT (sj_ottt, the
+peer OTTT is faster than). On a GPU, a larger batch and T up to 16.
+
+full (--full): the paper's sweep, VGG-11 over T = 1..16 (32 on CUDA) with every
+method that can run here, 3 timed steps per configuration: half an hour or more
+on a 2-core CPU.
+
+Any explicit option (--model, --batch, --T, --methods, --iters) overrides the preset.
+"""
+QUICK_METHODS = ("ottt_a", "bptt", "sj_ottt")
+
+PRESETS = {
+    ("quick", "cpu"): dict(model="vgg11_ws", batch=4, T=[1, 2, 4, 8], iters=1, methods=QUICK_METHODS),
+    ("quick", "cuda"): dict(model="vgg11_ws", batch=32, T=[1, 4, 16], iters=3, methods=QUICK_METHODS),
+    ("full", "cpu"): dict(model="vgg11_ws", batch=16, T=[1, 2, 4, 8, 16], iters=3, methods=None),
+    ("full", "cuda"): dict(model="vgg11_ws", batch=128, T=[1, 2, 4, 8, 16, 32], iters=3, methods=None),
+}
+
+FULL_COMMAND = "python -m ottt_cuda.bench --full"
+
+
+def preset(name, device):
+    """The workload of preset `name` ("quick" or "full") on `device` ("cpu" or "cuda");
+    methods None means every method available here."""
+    return dict(PRESETS[name, device])
