@@ -128,10 +128,12 @@ class RefNet:
 
     Parameters are cloned into fresh leaves (`params`, keyed by the ottt_cuda
     parameter names) so the reference can be stepped by its own optimizer.
-    mode: "ottt", "sltt" (trace = current spikes) or "bptt".
+    mode: "ottt", "sltt" (trace = current spikes) or "bptt". neuron: RefNeuron
+    options (tau, v_th, alpha, v_reset, decay_input, surrogate) for every LIF,
+    instead of reading them from the LIF modules (to check a conversion).
     """
 
-    def __init__(self, model, layers, mode="ottt", masks=None):
+    def __init__(self, model, layers, mode="ottt", masks=None, neuron=None):
         names = {id(p): n for n, p in model.named_parameters()}
         self.params = {}
         self.ops = []
@@ -145,7 +147,8 @@ class RefNet:
                     self.params[names[id(p)]] = ps[short]
                 self.ops.append(("syn", RefSynapse(m, ps)))
             elif isinstance(m, onn.LIF):
-                self.ops.append(("lif", ref_neuron(m, mode == "bptt")))
+                self.ops.append(("lif", ref_neuron(m, mode == "bptt") if neuron is None else
+                                 RefNeuron(bptt=mode == "bptt", **neuron)))
             elif isinstance(m, onn.Dropout):
                 self.ops.append(("mask", m))
             elif isinstance(m, onn.Scale):
