@@ -202,19 +202,36 @@ def test_nf_resnet_blocks_with_zero_gain_are_their_shortcut_path():
     assert rel_err(got[0], expected[0]) > 1e-3
 
 
-def test_nf_resnet_skipinit_gain_scales_the_branch_linearly():
-    m = small_nf_resnet()
-    block = m.blocks[1]
-    x = 2 * torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    outs = {}
-    for gain in (0.0, 1.0, 2.0):
-        with torch.no_grad():
-            block.skipinit_gain.fill_(gain)
-            ottt_cuda.reset(m)
-            outs[gain] = block(x)
-    branch = outs[1.0] - outs[0.0]
-    assert branch.abs().max() > 1e-3
-    assert rel_err(outs[2.0] - outs[0.0], 2 * branch) <= 1e-12
+def _ref_conv(x, conv):
+    w = ref_standardize(conv.weight, conv.gain, conv.eps)
+    return F.conv2d(x, w, conv.bias, conv.stride, conv.padding)
+
+
+def _ref_block(block, xs, alpha=0.2):
+    """The paper's basic block by hand over the steps xs: a = 2.74 * LIF(x / beta),
+    out = skip + gain * alpha * conv2(2.74 * LIF(conv1(a))), skip = x or shortcut(a)."""
+    a1 = _ref_spikes(xs, block.beta)
+    a2 = _ref_spikes([_ref_conv(a, block.conv1) for a in a1], 1.0)
+    gain = block.skipinit_gain.item()
+    return [(x if block.shortcut is None else _ref_conv(a, block.shortcut)) + gain * alpha * _ref_conv(b, block.conv2)
+            for x, a, b in zip(xs, a1, a2)]
+
+
+@pytest.mark.parametrize("index", [1, 2], ids=["identity", "transition"])
+def test_nf_resnet_block_equals_the_paper_block_by_hand(index):
+    m = small_nf_resnet(gains=(0.7, 0.7, 0.7))
+    block = m.blocks[index]
+    g = torch.Generator().manual_seed(3)
+    hw = 8 if block.shortcut is None else 4
+    xs = [2 * torch.randn(2, 4, hw, hw, generator=g, dtype=torch.float64) for _ in range(3)]
+    ottt_cuda.reset(m)
+    with recording(block) as rates, torch.no_grad():
+        got = [block(x) for x in xs]
+    assert_fires(rates)
+    expected = _ref_block(block, xs)
+    assert all(rel_err(a, e) <= 1e-12 for a, e in zip(got, expected))
+    # The branch contributes at every step, so a missing alpha (or gain) would be seen.
+    assert all(rel_err(a, w) > 1e-3 for a, w in zip(got, _ref_block(block, xs, alpha=1.0)))
 
 
 def test_nf_resnet_classifier_gradient_uses_its_current_real_valued_input():
