@@ -55,7 +55,14 @@ def test_ambiguous_input_asks_for_sequence():
     assert torch.isfinite(loss) and out.shape == (3, 4)
     loss, _ = ottt_cuda.train_step(model, torch.rand(3, 3, 8, 8), y, None, T=3, sequence=False)
     assert torch.isfinite(loss)
-    ottt_cuda.train_step(model, torch.rand(4, 3, 3, 8, 8), y, None, T=4)  # only a sequence fits
+    # [4, 3, ...] with T = 4, B = 3 can only be a sequence: read as one, without being told
+    x4 = 3 * torch.randn(4, 3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    _, auto = ottt_cuda.train_step(model, x4, y, None, T=4)
+    _, told = ottt_cuda.train_step(model, x4, y, None, T=4, sequence=True)
+    _, first_frame = ottt_cuda.train_step(model, x4[0], y, None, T=4, sequence=False)
+    assert auto.abs().max() > 0  # the network's output is alive
+    torch.testing.assert_close(auto, told, rtol=0, atol=0)
+    assert not torch.equal(auto, first_frame)  # the frames were used one per step, not one for all
 
 
 def test_static_input_equals_repeated_sequence_and_optimizer_none_accumulates():
