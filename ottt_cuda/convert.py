@@ -144,6 +144,8 @@ def convert(model, tau=None, *, inplace=False):
     if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0
                             or not math.isfinite(tau)):
         raise ValueError(f"tau must be a positive finite number or None, got {tau!r}")
+    if not isinstance(inplace, bool):
+        raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
     model = model if inplace else copy.deepcopy(model)
 
     # First pass: the new neurons, in module order (also fixes the decays).

@@ -31,10 +31,14 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def _first_nonfinite_grad(model):
-    for name, p in model.named_parameters():
-        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
-            return name
-    return None
+    named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
+    if not named:
+        return None
+    # One device sync for all gradients; the name is looked up only when something is wrong.
+    flags = torch.stack([torch.isfinite(g).all() for _, g in named])
+    if bool(flags.all()):
+        return None
+    return named[int((~flags).nonzero()[0])][0]
 
 
 def _check_finite(model, optimizer, loss, scaler, t):
@@ -79,6 +83,10 @@ def _sequence_getter(x, T, batch, sequence):
     (x_at(t), x_slice(t0, n) -> [n, B, ...])."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor (inputs, spikes or frames), got {x.dtype}")
+    if sequence is not None and not isinstance(sequence, bool):
+        raise TypeError(f"sequence must be None, True or False, got {type(sequence).__name__}")
     if sequence is None:
         as_static = x.dim() >= 1 and (batch is None or x.shape[0] == batch)
         as_seq = x.dim() >= 2 and x.shape[0] == T and (batch is None or x.shape[1] == batch)
@@ -96,6 +104,45 @@ def _sequence_getter(x, T, batch, sequence):
     return (lambda t: x), (lambda t0, n: x.unsqueeze(0).expand(n, *x.shape))
 
 
+def _check_common(model, x, amp):
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if amp not in _AMP:
+        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+    param = next(model.parameters(), None)
+    if isinstance(x, torch.Tensor) and param is not None and x.device != param.device:
+        raise ValueError(f"x is on {x.device} but the model's parameters are on {param.device}; move one "
+                         "(model.to(device) or x.to(device))")
+
+
+def _check_targets(y, x, optimizer, scaler):
+    if not isinstance(y, torch.Tensor) or y.dim() != 1:
+        raise ValueError(f"y must be a 1-D tensor of class indices [B], got {getattr(y, 'shape', type(y))}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"y must hold integer class indices (torch.long), got {y.dtype}")
+    if isinstance(x, torch.Tensor) and y.device != x.device:
+        raise ValueError(f"y is on {y.device} but x is on {x.device}; put both on the model's device")
+    y_max = None
+    if y.numel():
+        lo, hi = (int(v) for v in torch.aminmax(y))  # one device sync for both bounds
+        if lo < 0:
+            raise ValueError(f"y must hold class indices >= 0, got {lo}")
+        y_max = hi
+    if optimizer is not None and not (callable(getattr(optimizer, "step", None))
+                                      and callable(getattr(optimizer, "zero_grad", None))):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer (or None), got {type(optimizer).__name__}")
+    if scaler is not None and not callable(getattr(scaler, "scale", None)):
+        raise TypeError(f"scaler must be a torch.amp.GradScaler (or None), got {type(scaler).__name__}")
+    return y_max
+
+
+def _check_classes(out, y_max):
+    """Once per call, on the first output: every class index must have an output unit."""
+    if y_max is not None and out.dim() >= 1 and y_max >= out.shape[-1]:
+        raise ValueError(f"y holds class index {y_max} but the model has {out.shape[-1]} outputs "
+                         f"(classes 0..{out.shape[-1] - 1})")
+
+
 def _sequential_only(model):
     # Models with feedback between time steps at the model level (VGG-F) must
     # run one step at a time; they say so with this attribute.
@@ -109,11 +156,18 @@ def _autocast(device, amp):
 
 
 class _Runner:
-    def __init__(self, model, y, T, loss_alpha, amp, scaler, device):
-        self.model, self.y, self.T, self.a = model, y, T, loss_alpha
+    def __init__(self, model, y, T, loss_alpha, amp, scaler, device, y_max=None):
+        self.model, self.y, self.T, self.a, self.y_max = model, y, T, loss_alpha, y_max
         self.amp, self.scaler, self.device = amp, scaler, device
         self.loss = torch.zeros((), dtype=torch.float64, device=device)
         self.out_sum = None
+        self.checked = False
+
+    def _loss(self, out):
+        if not self.checked:
+            _check_classes(out, self.y_max)
+            self.checked = True
+        return out
 
     def _record(self, out, loss):
         self.loss += loss.detach().to(self.loss.dtype)
@@ -123,7 +177,7 @@ class _Runner:
 
     def step(self, x_t, backward=True):
         with _autocast(self.device, self.amp):
-            out = self.model(x_t)
+            out = self._loss(self.model(x_t))
             loss = step_loss(out, self.y, self.T, self.a)
         if backward:
             self.backward(loss)
@@ -133,7 +187,7 @@ class _Runner:
     def chunk(self, x_seq, backward=True):
         n, B = x_seq.shape[0], x_seq.shape[1]
         with _state.multistep(self.model, n), _autocast(self.device, self.amp):
-            out = self.model(x_seq.flatten(0, 1)).unflatten(0, (n, B))
+            out = self._loss(self.model(x_seq.flatten(0, 1)).unflatten(0, (n, B)))
             losses = [step_loss(out[t], self.y, self.T, self.a) for t in range(n)]
             loss = torch.stack(losses).sum()
         if backward:
@@ -177,10 +231,11 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
     if not isinstance(check_finite, bool):
         raise TypeError(f"check_finite must be a bool, got {type(check_finite).__name__}")
     T = _positive_int(T, "T")
+    _check_common(model, x, amp)
     if isinstance(loss_alpha, bool) or not isinstance(loss_alpha, (int, float)) or not 0.0 <= loss_alpha <= 1.0:
         raise ValueError(f"loss_alpha must be a number in [0, 1], got {loss_alpha!r}")
-    if not isinstance(y, torch.Tensor) or y.dim() != 1:
-        raise ValueError(f"y must be a 1-D tensor of class indices [B], got {getattr(y, 'shape', type(y))}")
+    y_max = _check_targets(y, x, optimizer, scaler)
+    y = y.long()  # cross_entropy/one_hot take int64 (or uint8) targets only; any integer dtype is accepted here
     if chunk is not None:
         chunk = _positive_int(chunk, "chunk")
         if mode not in ("ottt_a", "sltt"):
@@ -207,7 +262,7 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
 
     _state.reset(model)
     _state.set_mode(model, _LAYER_MODE[mode])
-    run = _Runner(model, y, T, loss_alpha, amp, scaler, x.device)
+    run = _Runner(model, y, T, loss_alpha, amp, scaler, x.device, y_max)
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)
 
@@ -249,8 +304,9 @@ def evaluate(model, x, T, *, sequence=None, amp=None):
     """sum_t of the model's output over T steps, without a graph. Feed-forward
     models run all steps at once (one large GEMM/conv per layer)."""
     T = _positive_int(T, "T")
-    if amp not in _AMP:
-        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+    _check_common(model, x, amp)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     x_at, x_slice = _sequence_getter(x, T, None, sequence if sequence is not None else
                                      (False if x.dim() < 2 or x.shape[0] != T else None))
     _state.reset(model)

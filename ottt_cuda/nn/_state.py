@@ -72,10 +72,14 @@ def _stack(outs, like):
     return torch.stack(outs)
 
 
-def reset(model):
-    """Clear every state in `model`: membranes, traces, dropout masks, feedback."""
+def _check_model(model):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
+def reset(model):
+    """Clear every state in `model`: membranes, traces, dropout masks, feedback."""
+    _check_model(model)
     for m in model.modules():
         fn = getattr(m, "reset_state", None)
         if callable(fn):
@@ -86,8 +90,7 @@ def reset(model):
 def set_mode(model, mode):
     """Set how every ottt_cuda layer in `model` keeps state and computes weight
     gradients: "ottt", "sltt" or "bptt". Returns the model."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_model(model)
     check_mode(mode)
     for m in model.modules():
         if isinstance(m, Stateful):
@@ -96,7 +99,12 @@ def set_mode(model, mode):
 
 
 def set_step_mode(model, step_mode, seq_len=None):
+    """Run every ottt_cuda layer in `model` one step per call ("s") or on all steps at once
+    ("m"); seq_len T means inputs come time-major flattened, [T*B, ...]. Returns the model."""
+    _check_model(model)
     check_step_mode(step_mode)
+    if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1):
+        raise ValueError(f"seq_len must be None or a positive int, got {seq_len!r}")
     for m in model.modules():
         if isinstance(m, Stateful):
             m.step_mode = step_mode
@@ -107,6 +115,9 @@ def set_step_mode(model, step_mode, seq_len=None):
 @contextlib.contextmanager
 def multistep(model, T):
     """Run `model` on time-major flattened inputs [T*B, ...] for the duration."""
+    _check_model(model)
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be a positive int, got {T!r}")
     saved = [(m, m.step_mode, m.seq_len) for m in model.modules() if isinstance(m, Stateful)]
     set_step_mode(model, "m", T)
     try:
@@ -119,6 +130,8 @@ def multistep(model, T):
 @contextlib.contextmanager
 def modes(model, mode):
     """Temporarily set every layer's mode."""
+    _check_model(model)
+    check_mode(mode)
     saved = [(m, m.mode) for m in model.modules() if isinstance(m, Stateful)]
     set_mode(model, mode)
     try:

@@ -7,6 +7,7 @@ detached (no gradient through time); under BPTT it stays in the graph.
 """
 import torch
 
+from .. import _validation
 from ._state import Stateful
 from .lif import LIF
 from .synapse import Linear
@@ -17,6 +18,10 @@ class RecurrentLIF(Stateful):
     def __init__(self, in_features, out_features, bias=True, *, ws=False, input_trace=True, trace_decay=None,
                  tau=2.0, v_th=1.0, v_reset=None, decay_input=False, surrogate="sigmoid", alpha=4.0, step_mode="s"):
         super().__init__(step_mode)
+        _validation.boolean(ws, "ws")
+        _validation.boolean(input_trace, "input_trace")
+        if trace_decay is not None:
+            _validation.decay(trace_decay, "trace_decay")
         self.neuron = LIF(tau, v_th, v_reset, decay_input, surrogate, alpha)
         decay = self.neuron.decay if trace_decay is None else trace_decay
         make = WSLinear if ws else Linear

@@ -54,7 +54,25 @@ class _Synapse(Stateful):
     def _traced(self, x, a, w, b):  # pragma: no cover
         raise NotImplementedError
 
+    def _check_input(self, x, lead):
+        """x must be a float tensor whose trailing dims fit the weights; `lead` leading dims
+        (batch, or time and batch) come first. Caught here, a wrong shape names the layer
+        instead of failing inside a GEMM or convolution."""
+        _validation.tensor(x, "x")
+        want, exact = self._feature_dims()
+        n = len(want)
+        ok = (x.dim() == lead + n if exact else x.dim() >= lead + n) and all(
+            w is None or x.shape[x.dim() - n + i] == w for i, w in enumerate(want))
+        if not ok:
+            dims = ", ".join("*" if w is None else str(w) for w in want)
+            front = ("T, " if lead == 2 else "") + ("B" if exact else "B, ...")
+            raise ValueError(f"{self._short()}: input x must have shape [{front}, {dims}], got {tuple(x.shape)}")
+
+    def _short(self):
+        return f"{type(self).__name__}({self.extra_repr().split(', trace=')[0]})"
+
     def step(self, x):
+        self._check_input(x, 1)
         w, b = self._weights()
         if self.mode == "bptt":
             return self._plain(x, w, b)
@@ -64,6 +82,7 @@ class _Synapse(Stateful):
         return self._traced(x, a, w, b)
 
     def multi(self, x_seq):
+        self._check_input(x_seq, 2)
         w, b = self._weights()
         T = x_seq.shape[0]
         flat = x_seq.flatten(0, 1)
@@ -83,11 +102,17 @@ class Linear(_Synapse):
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *, trace=True,
                  trace_decay=0.5, step_mode="s"):
         super().__init__(step_mode)
+        _validation.positive_int(in_features, "in_features")
+        _validation.positive_int(out_features, "out_features")
+        _validation.boolean(bias, "bias")
         ref = nn.Linear(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.in_features, self.out_features = in_features, out_features
         self.weight = ref.weight
         self.bias = ref.bias
         self._init_trace(trace, trace_decay)
+
+    def _feature_dims(self):
+        return (self.in_features,), False  # any leading dims, as torch.nn.Linear
 
     def _plain(self, x, w, b):
         return F.linear(x, w, b)
@@ -118,6 +143,20 @@ class Conv2d(_Synapse):
         super().__init__(step_mode)
         if padding_mode != "zeros":
             raise ValueError(f"padding_mode must be 'zeros' for ottt_cuda.nn.Conv2d, got {padding_mode!r}")
+        _validation.positive_int(in_channels, "in_channels")
+        _validation.positive_int(out_channels, "out_channels")
+        _validation.int_pair(kernel_size, "kernel_size")
+        _validation.int_pair(stride, "stride")
+        _validation.int_pair(dilation, "dilation")
+        if not isinstance(padding, str):
+            _validation.int_pair(padding, "padding", low=0)
+        elif padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same', 'valid', an int or a pair of ints, got {padding!r}")
+        _validation.positive_int(groups, "groups")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups ({groups}) must divide in_channels ({in_channels}) and out_channels "
+                             f"({out_channels})")
+        _validation.boolean(bias, "bias")
         ref = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                         padding_mode, device=device, dtype=dtype)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -137,6 +176,9 @@ class Conv2d(_Synapse):
                                  "give padding as integers")
             return tuple(t // 2 for t in total)
         return _pair(padding, "padding")
+
+    def _feature_dims(self):
+        return (self.in_channels, None, None), True
 
     def _plain(self, x, w, b):
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)

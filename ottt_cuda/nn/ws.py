@@ -22,6 +22,10 @@ from .synapse import Conv2d, Linear
 
 
 def standardize(weight, gain, eps):
+    """W_hat = gain * (W - mean_row) / sqrt(var_row * fan_in + eps); gain None means 1."""
+    _validation.tensor(weight, "weight")
+    if weight.dim() < 2:
+        raise ValueError(f"weight must have at least 2 dims [out, ...], got shape {tuple(weight.shape)}")
     dims = tuple(range(1, weight.dim()))
     fan_in = weight[0].numel()
     mean = weight.mean(dims, keepdim=True)
@@ -33,6 +37,7 @@ def standardize(weight, gain, eps):
 class _WS:
     def _init_ws(self, gain, eps):
         self.eps = _validation.number(eps, "eps", low=0.0, low_open=True)
+        _validation.boolean(gain, "gain")
         shape = (self.weight.shape[0],) + (1,) * (self.weight.dim() - 1)
         self.gain = nn.Parameter(torch.ones(shape, dtype=self.weight.dtype, device=self.weight.device)) if gain \
             else None
@@ -89,6 +94,7 @@ def hoisted(model, backward=True):
     """Standardize every WS weight of `model` once for the duration; on a normal
     exit back-propagate the accumulated gradient through the standardization
     (when `backward`). On an exception the accumulated gradient is dropped."""
+    _validation.module(model)
     mods = [m for m in model.modules() if isinstance(m, _WS)]
     for m in mods:
         m.hoist()

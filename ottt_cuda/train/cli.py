@@ -6,7 +6,11 @@ field. Multi-GPU / multi-process: `torchrun --nproc_per_node=N -m ottt_cuda.trai
 """
 import argparse
 import json
+import math
+import os
 import sys
+
+import torch
 
 from ..training import TRAIN_MODES
 from .recipes import DATASETS, RECIPES, ConfigError
@@ -74,7 +78,7 @@ def resolve(args):
         "dataset": args.dataset, "mode": mode, "T": T,
         "model": args.model or r.model, "num_classes": r.num_classes, "in_channels": r.in_channels,
         "epochs": args.epochs if args.epochs is not None else r.epochs,
-        "batch": args.batch or r.batch,
+        "batch": args.batch if args.batch is not None else r.batch,
         "lr": args.lr if args.lr is not None else r.lr,
         "wd": args.wd if args.wd is not None else r.weight_decay(mode),
         "momentum": args.momentum if args.momentum is not None else 0.9,
@@ -87,7 +91,8 @@ def resolve(args):
         "device": args.device, "data_dir": args.data_dir,
         "out_dir": args.out_dir or f"runs/{args.dataset}-{mode}",
         "seed": args.seed, "workers": args.workers if args.workers is not None else r.workers,
-        "image_size": args.image_size or (r.image_size if args.dataset == "imagenet" else None),
+        "image_size": args.image_size if args.image_size is not None else (
+            r.image_size if args.dataset == "imagenet" else None),
         "resume": args.resume, "stop_after": args.stop_after, "limit_batches": args.limit_batches,
         "threads": args.threads, "stats": args.stats, "download": args.download, "progress": not args.no_progress,
     }
@@ -96,11 +101,52 @@ def resolve(args):
         if v is not None and (v < 0 or (v == 0 and key not in ("epochs", "workers"))):
             raise ConfigError(f"--{key.replace('_', '-')} must be {'>= 0' if key in ('epochs', 'workers') else '>= 1'}"
                              f", got {v}")
+    _check_ranges(cfg, args)
     if cfg["chunk"] is not None and mode not in ("ottt_a", "sltt"):
         raise ConfigError(f"--chunk works with --mode ottt_a or sltt, not {mode}")
     if cfg["k"] is not None and cfg["k"] > T:
         raise ConfigError(f"--k ({cfg['k']}) must be <= T ({T})")
     return cfg
+
+
+def _check_ranges(cfg, args):
+    """Numbers out of range, options that would be silently ignored, unusable paths and devices:
+    ConfigError naming the option (the CLI prints it in one line, exit status 2)."""
+    def bad(option, why):
+        raise ConfigError(f"{option} {why}")
+
+    if not (math.isfinite(cfg["lr"]) and cfg["lr"] > 0):
+        bad("--lr", f"must be a finite number > 0, got {cfg['lr']}")
+    if not (math.isfinite(cfg["wd"]) and cfg["wd"] >= 0):
+        bad("--wd", f"must be a finite number >= 0, got {cfg['wd']}")
+    if not 0.0 <= cfg["momentum"] < 1.0:
+        bad("--momentum", f"must be in [0, 1), got {cfg['momentum']}")
+    if args.momentum is not None and cfg["optimizer"] != "sgd":
+        bad("--momentum", f"applies to --optimizer sgd only (this run uses {cfg['optimizer']})")
+    if not 0.0 <= cfg["dropout"] < 1.0:
+        bad("--dropout", f"must be in [0, 1), got {cfg['dropout']}")
+    if not 0.0 <= cfg["loss_alpha"] <= 1.0:
+        bad("--loss-alpha", f"must be in [0, 1], got {cfg['loss_alpha']}")
+    if args.k is not None and cfg["mode"] != "sltt_k":
+        bad("--k", f"is only used with --mode sltt_k (this run uses {cfg['mode']})")
+    if cfg["device"] is not None:
+        try:
+            dev = torch.device(cfg["device"])
+        except RuntimeError:
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda"):
+            bad("--device", f"must be cpu, cuda or cuda:N, got {cfg['device']!r}")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            bad("--device", f"{cfg['device']}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    out = os.path.abspath(cfg["out_dir"])
+    parent = out
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if os.path.exists(out) and not os.path.isdir(out):
+        bad("--out-dir", f"{cfg['out_dir']} is a file, not a directory")
+    if parent != out and not os.path.isdir(parent):
+        bad("--out-dir", f"{cfg['out_dir']}: {parent} is a file, so the directory cannot be created")
+    # --data-dir is checked by the data set's loader, whose message says how to get the data.
 
 
 def main(argv=None):
