@@ -67,7 +67,8 @@ setup(
     ext_modules=[_extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension},
     python_requires=">=3.9",
-    install_requires=["torch>=2.4"],
+    # tqdm: the progress bars of ottt_cuda.train and ottt_cuda.bench
+    install_requires=["torch>=2.4", "tqdm"],
     entry_points={"console_scripts": ["ottt-train = ottt_cuda.train.cli:main"]},
     extras_require={"test": ["pytest", "hypothesis", "numpy", "expecttest"], "bench": ["matplotlib"]},
 )
