@@ -322,7 +322,7 @@ def test_imagenet_step_benchmark_tiny_on_cpu(tmp_path):
     res = json.loads(out.read_text())
     # At T = 1 OTTT_A and BPTT compute the same gradient (float32, same kernels on the CPU).
     assert res["check"]["ok"] and res["check"]["grad_norm_T1"] > 0
-    assert res["check"]["grad_rel_err_T1"] <= 1e-6
+    assert res["check"]["grad_rel_err_T1"] <= 1e-5  # float32 rounding only; a wrong gradient is ~1e-1
     assert [x["mode"] for x in res["results"]] == ["ottt_a", "bptt"]
     assert all(x["ms_per_step"] > 0 and x["peak_bytes"] is None and math.isfinite(x["loss"]) for x in res["results"])
     assert res["config"]["T"] == 1 and res["machine"]["device"] == "cpu"
