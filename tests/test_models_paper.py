@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import ottt_cuda
 from ottt_cuda import nn as onn
-from ottt_cuda.models import NFResNet, VGGFWS, VGGWS, nf_resnet34, r400, vgg11_ws, vgg11f_ws
+from ottt_cuda.models import NFResNet, VGGFWS, nf_resnet34, r400, vgg11_ws, vgg11f_ws
 from _firing import assert_fires, recording
 from test_equivalence_reference import ref_standardize, rel_err
 
