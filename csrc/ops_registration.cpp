@@ -22,14 +22,20 @@ TORCH_LIBRARY(ottt_cuda, m) {
       "lif_step_bwd(Tensor grad_spike, Tensor h, Tensor? mask, float tau, float v_th, "
       "bool decay_input, str surrogate, float alpha) -> Tensor");
   // All T steps of x_seq [T, ...]. Returns (spike_seq, v_last, z_seq), z = h - v_th;
-  // z_seq is empty unless save_h.
+  // z_seq is empty unless save_h. detach_reset does not change the forward: it is
+  // carried so that autograd hands it to lif_multistep_bwd. It comes last, with a
+  // default, so callers written before it keep working.
   m.def(
       "lif_multistep_fwd(Tensor x_seq, Tensor? v0, float tau, float v_th, float? v_reset, "
-      "bool decay_input, str surrogate, float alpha, bool save_h) -> (Tensor, Tensor, Tensor)");
-  // Reverse-time BPTT recurrence (reset detached). Returns (grad_x_seq, grad_v0).
+      "bool decay_input, str surrogate, float alpha, bool save_h, bool detach_reset=True) "
+      "-> (Tensor, Tensor, Tensor)");
+  // Reverse-time BPTT recurrence, the reset detached (dv/dh = 1, or 1 - s for a hard
+  // reset) unless detach_reset=False (then also through the spike: 1 - v_th sg(z), or
+  // (1 - s) + (v_reset - h) sg(z)). Returns (grad_x_seq, grad_v0).
   m.def(
       "lif_multistep_bwd(Tensor grad_spike_seq, Tensor? grad_v_last, Tensor h_seq, float tau, "
-      "float v_th, float? v_reset, bool decay_input, str surrogate, float alpha) -> (Tensor, Tensor)");
+      "float v_th, float? v_reset, bool decay_input, str surrogate, float alpha, bool detach_reset=True) "
+      "-> (Tensor, Tensor)");
   m.def("trace_update(Tensor? trace, Tensor s, float decay) -> Tensor");
   m.def("trace_update_(Tensor(a!) trace, Tensor s, float decay) -> ()");
   // grad_w [out, in] += alpha * g[N, out]^T a[N, in], accumulated in grad_w's dtype.

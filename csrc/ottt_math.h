@@ -106,6 +106,16 @@ OTTT_HD T dreset_dh(const LIFCoeffs<T>& c, T s) {
   return c.hard_reset ? T(1) - s : T(1);
 }
 
+// d v[t] / d h[t] with the reset kept in the graph (BPTT with
+// detach_reset=False, SpikingJelly's default): the spike's own dependence on h
+// adds (dv/ds) * sg(z), sg the surrogate derivative at z = h - v_th:
+//   soft  v = h - v_th s              -> 1 - v_th sg(z)
+//   hard  v = h (1 - s) + v_reset s   -> (1 - s) + (v_reset - h) sg(z), h = z + v_th
+template <typename T>
+OTTT_HD T dreset_dh_attached(const LIFCoeffs<T>& c, T z, T sg) {
+  return c.hard_reset ? (T(1) - fire_from_z(z)) + (c.v_reset - (z + c.v_th)) * sg : T(1) - c.v_th * sg;
+}
+
 template <typename T>
 OTTT_HD T trace_step(T a, T s, T trace_decay) {
   return trace_decay * a + s;

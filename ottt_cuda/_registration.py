@@ -23,11 +23,25 @@ def backward_lif_step(impl, grad_spike, h, mask, tau, v_th, decay_input, surroga
 
 
 def backward_lif_multistep(impl, grad_spike_seq, grad_v_last, h_seq, tau, v_th, v_reset, decay_input,
-                           surrogate, alpha):
+                           surrogate, alpha, detach_reset=True):
     if grad_spike_seq is None:
         grad_spike_seq = torch.zeros_like(h_seq)
     return impl.lif_multistep_bwd(grad_spike_seq, grad_v_last, h_seq, tau, v_th, v_reset, decay_input,
-                                  surrogate, alpha)
+                                  surrogate, alpha, **detach_reset_kwargs(detach_reset))
+
+
+def detach_reset_kwargs(detach_reset):
+    """detach_reset for the multistep ops, passed only when it is False: an
+    extension built before the argument existed then still serves every call
+    that keeps the reset detached (ops.lif_multistep refuses the others)."""
+    return {} if detach_reset else {"detach_reset": False}
+
+
+def compiled_has_detach_reset():
+    """Whether the loaded extension's lif_multistep ops take detach_reset."""
+    schemas = (torch.ops.ottt_cuda.lif_multistep_fwd.default._schema,
+               torch.ops.ottt_cuda.lif_multistep_bwd.default._schema)
+    return all(any(a.name == "detach_reset" for a in sc.arguments) for sc in schemas)
 
 
 def register():
@@ -42,13 +56,14 @@ def register():
     def _(grad_spike, h, mask, tau, v_th, decay_input, surrogate, alpha):
         return torch.empty_like(h)
 
+    # detach_reset defaults to True here as in the schema (an older extension has no such argument).
     @torch.library.register_fake(_LIB + "lif_multistep_fwd")
-    def _(x_seq, v0, tau, v_th, v_reset, decay_input, surrogate, alpha, save_h):
+    def _(x_seq, v0, tau, v_th, v_reset, decay_input, surrogate, alpha, save_h, detach_reset=True):
         return (torch.empty_like(x_seq), x_seq.new_empty(x_seq.shape[1:]),
                 torch.empty_like(x_seq) if save_h else _empty(x_seq))
 
     @torch.library.register_fake(_LIB + "lif_multistep_bwd")
-    def _(grad_spike_seq, grad_v_last, h_seq, tau, v_th, v_reset, decay_input, surrogate, alpha):
+    def _(grad_spike_seq, grad_v_last, h_seq, tau, v_th, v_reset, decay_input, surrogate, alpha, detach_reset=True):
         return torch.empty_like(h_seq), h_seq.new_empty(h_seq.shape[1:])
 
     @torch.library.register_fake(_LIB + "trace_update")
@@ -80,17 +95,18 @@ def register():
     torch.library.register_autograd(_LIB + "lif_step_fwd", lif_step_backward, setup_context=lif_step_setup)
 
     def multistep_setup(ctx, inputs, output):
-        x_seq, v0, tau, v_th, v_reset, decay_input, surrogate, alpha, save_h = inputs
+        x_seq, v0, tau, v_th, v_reset, decay_input, surrogate, alpha, save_h = inputs[:9]
         ctx.save_for_backward(output[2])
-        ctx.args = (tau, v_th, v_reset, decay_input, surrogate, alpha)
+        ctx.args = (tau, v_th, v_reset, decay_input, surrogate, alpha, inputs[9] if len(inputs) > 9 else True)
         ctx.has_v0 = v0 is not None
+        ctx.n_inputs = len(inputs)
 
     def multistep_backward(ctx, grad_spike_seq, grad_v_last, _gh):
         (h_seq,) = ctx.saved_tensors
         if h_seq.dim() == 1 and h_seq.numel() == 0 and grad_spike_seq is not None and grad_spike_seq.dim() > 1:
             raise RuntimeError("lif_multistep_fwd was called with save_h=False, so it cannot be differentiated")
         grad_x, grad_v0 = backward_lif_multistep(ops, grad_spike_seq, grad_v_last, h_seq, *ctx.args)
-        return (grad_x, grad_v0 if ctx.has_v0 else None) + (None,) * 7
+        return (grad_x, grad_v0 if ctx.has_v0 else None) + (None,) * (ctx.n_inputs - 2)
 
     torch.library.register_autograd(_LIB + "lif_multistep_fwd", multistep_backward, setup_context=multistep_setup)
 

@@ -43,13 +43,15 @@ def _from_spikingjelly(m, name, tau):
     cls = type(m).__name__
     surrogate, alpha = _sj_surrogate(m.surrogate_function, name)
     v_reset = None if m.v_reset is None else float(m.v_reset)
-    # detach_reset=False is accepted: the forward is the same, and ottt_cuda
-    # always detaches the reset in backward (as OTTT and the paper's BPTT do).
+    # SpikingJelly's flag is carried over (its LIFNode defaults to False): mode
+    # "bptt" then back-propagates through the reset as SpikingJelly does; OTTT
+    # and SLTT detach it by definition (ottt_cuda.nn.LIF says so with a warning).
+    detach_reset = bool(getattr(m, "detach_reset", False))
     if cls == "IFNode":
         return onn.LIF(tau=_IF_TAU, v_th=float(m.v_threshold), v_reset=v_reset, decay_input=False,
-                       surrogate=surrogate, alpha=alpha)
+                       surrogate=surrogate, alpha=alpha, detach_reset=detach_reset)
     return onn.LIF(tau=float(tau if tau is not None else m.tau), v_th=float(m.v_threshold), v_reset=v_reset,
-                   decay_input=bool(m.decay_input), surrogate=surrogate, alpha=alpha)
+                   decay_input=bool(m.decay_input), surrogate=surrogate, alpha=alpha, detach_reset=detach_reset)
 
 
 def _from_snntorch(m, name, tau):
@@ -79,8 +81,9 @@ def _from_snntorch(m, name, tau):
                         "triangular")
     alpha = _snn_alpha(m.spike_grad, surrogate)
     tau_v = float(tau) if tau is not None else (_IF_TAU if beta >= 1.0 else 1.0 / (1.0 - beta))
+    # snnTorch computes its reset from a detached spike (Leaky.mem_reset): detach_reset=True.
     return onn.LIF(tau=tau_v, v_th=float(torch.as_tensor(m.threshold).reshape(-1)[0]), v_reset=v_reset,
-                   decay_input=False, surrogate=surrogate, alpha=alpha)
+                   decay_input=False, surrogate=surrogate, alpha=alpha, detach_reset=True)
 
 
 def _snn_alpha(spike_grad, surrogate):
@@ -134,11 +137,20 @@ def _synapse(m, traced, decay):
     return new
 
 
+def _leak(neuron):
+    # An IF neuron (tau = _IF_TAU) does not leak: its trace is a running sum.
+    return neuron.decay if neuron.tau < _IF_TAU else 1.0
+
+
 def convert(model, tau=None, *, inplace=False):
     """Return `model` with its synapses and spiking neurons replaced by
     ottt_cuda's (weights kept). `tau` overrides every neuron's time constant.
     A synapse's trace decay is the leak 1 - 1/tau of the neuron layer that
-    follows it in module order (0.5 when none follows)."""
+    follows it in module order. A synapse with no neuron after it (the readout)
+    takes the leak of the last neuron before it, as the paper's code and
+    ottt_cuda's own models decay the readout's input trace (0.5 when the model
+    has no neuron at all). Each neuron keeps SpikingJelly's detach_reset (its
+    LIFNode default is False), which changes the gradients of mode "bptt" only."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0
@@ -168,7 +180,9 @@ def convert(model, tau=None, *, inplace=False):
     for parent, cname, full, m in synapses:
         idx = names.index(full)
         follow = next((neurons[n] for n in names[idx + 1:] if n in neurons), None)
-        decay = follow.decay if follow is not None and follow.tau < _IF_TAU else (1.0 if follow is not None else 0.5)
+        if follow is None:  # the readout: the trace of its input spikes leaks like their neurons' membrane
+            follow = next((neurons[n] for n in reversed(names[:idx]) if n in neurons), None)
+        decay = _leak(follow) if follow is not None else 0.5
         setattr(parent, cname, _synapse(m, traced=not first, decay=decay))
         first = False
     for parent, cname, full, m in order:

@@ -8,12 +8,10 @@ tensor's device (see ottt_cuda._backend) and runs it:
 """
 import torch
 
-from . import _backend, _extension, _validation, reference
-from ._registration import backward_lif_multistep, backward_lif_step
+from . import _backend, _extension, _registration, _validation, reference
+from ._registration import backward_lif_multistep, backward_lif_step, detach_reset_kwargs
 
 if _extension.loaded():
-    from . import _registration
-
     _registration.register()
 
 
@@ -47,18 +45,19 @@ class _TritonLIFStep(torch.autograd.Function):
 
 class _TritonLIFMultistep(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, impl, x_seq, v0, args):
+    def forward(ctx, impl, x_seq, v0, args, detach_reset):
         needs = x_seq.requires_grad or (v0 is not None and v0.requires_grad)
         spike_seq, v_last, h_seq = impl.lif_multistep_fwd(x_seq, v0, *args, needs)
-        ctx.impl, ctx.args, ctx.has_v0 = impl, args, v0 is not None
+        ctx.impl, ctx.args, ctx.has_v0, ctx.detach_reset = impl, args, v0 is not None, detach_reset
         ctx.save_for_backward(h_seq)
         return spike_seq, v_last
 
     @staticmethod
     def backward(ctx, grad_spike_seq, grad_v_last):
         (h_seq,) = ctx.saved_tensors
-        grad_x, grad_v0 = backward_lif_multistep(ctx.impl, grad_spike_seq, grad_v_last, h_seq, *ctx.args)
-        return None, grad_x, grad_v0 if ctx.has_v0 else None, None
+        grad_x, grad_v0 = backward_lif_multistep(ctx.impl, grad_spike_seq, grad_v_last, h_seq, *ctx.args,
+                                                 detach_reset=ctx.detach_reset)
+        return None, grad_x, grad_v0 if ctx.has_v0 else None, None, None
 
 
 def lif_step(x, v=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, surrogate="sigmoid", alpha=4.0,
@@ -111,28 +110,38 @@ def lif_step(x, v=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, s
 
 
 def lif_multistep(x_seq, v0=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, surrogate="sigmoid",
-                  alpha=4.0):
+                  alpha=4.0, detach_reset=True):
     """All T steps of the LIF neuron over x_seq [T, ...] in one kernel: the BPTT
     baseline's neuron. Returns (spike_seq, v_last). Backward is full BPTT through
-    the membrane (reverse-time recurrence), with the reset detached; gradients
-    reach x_seq and v0 (and flow in from v_last, to chain sequences). Saved for
+    the membrane (reverse-time recurrence); gradients reach x_seq and v0 (and flow
+    in from v_last, to chain sequences). The reset is detached (the paper's BPTT)
+    unless detach_reset is False; then the gradient also flows through the spike
+    that drives the reset: dv/dh = 1 - v_th sg(z) (soft) or (1 - s) + (v_reset - h)
+    sg(z) (hard), as SpikingJelly computes with detach_reset=False. Saved for
     backward: h_seq, one element per neuron and step."""
     _validation.tensor(x_seq, "x_seq")
     if x_seq.dim() < 1:
         raise ValueError("x_seq must have a leading time dimension [T, ...], got a 0-d tensor")
     tau, v_th, v_reset, decay_input, surrogate, alpha = _validation.neuron(
         tau, v_th, v_reset, decay_input, surrogate, alpha)
+    if not isinstance(detach_reset, bool):
+        raise TypeError(f"detach_reset must be a bool, got {type(detach_reset).__name__}")
     if v0 is not None:
         _validation.like(v0, "v0", x_seq, "x_seq", shape=x_seq.shape[1:])
     name = _backend.get_backend(x_seq.device)
     if name == "torch":
         return reference.lif_multistep_ref(x_seq, v0, tau=tau, v_th=v_th, v_reset=v_reset,
-                                           decay_input=decay_input, surrogate=surrogate, alpha=alpha)
+                                           decay_input=decay_input, surrogate=surrogate, alpha=alpha,
+                                           detach_reset=detach_reset)
     args = (tau, v_th, v_reset, decay_input, surrogate, alpha)
     if name == "triton":
-        return _TritonLIFMultistep.apply(_impl(name), x_seq, v0, args)
+        return _TritonLIFMultistep.apply(_impl(name), x_seq, v0, args, detach_reset)
+    if not detach_reset and not _registration.compiled_has_detach_reset():
+        raise RuntimeError(f"detach_reset=False: the loaded ottt_cuda._C was built before this argument existed; "
+                           f"{_extension.REBUILD_HINT}, or pick the 'torch' backend (ottt_cuda.set_backend)")
     needs_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v0 is not None and v0.requires_grad))
-    spike_seq, v_last, _h = torch.ops.ottt_cuda.lif_multistep_fwd(x_seq, v0, *args, needs_grad)
+    spike_seq, v_last, _h = torch.ops.ottt_cuda.lif_multistep_fwd(x_seq, v0, *args, needs_grad,
+                                                                  **detach_reset_kwargs(detach_reset))
     return spike_seq, v_last
 
 

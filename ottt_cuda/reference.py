@@ -84,9 +84,11 @@ def lif_step_ref(x, v=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=Fals
 
 
 def lif_multistep_ref(x_seq, v0=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False,
-                      surrogate="sigmoid", alpha=4.0):
-    """T LIF steps with the membrane history kept in the graph (BPTT) and the
-    reset detached. Returns (spike_seq, v_last)."""
+                      surrogate="sigmoid", alpha=4.0, detach_reset=True):
+    """T LIF steps with the membrane history kept in the graph (BPTT). The reset
+    is detached unless detach_reset is False; then the gradient also flows
+    through the spike that drives the reset (SpikingJelly's detach_reset=False).
+    Returns (spike_seq, v_last)."""
     dtype = x_seq.dtype
     xw = _wide(x_seq)
     v = xw.new_zeros(xw.shape[1:]) if v0 is None else _wide(v0)
@@ -96,7 +98,7 @@ def lif_multistep_ref(x_seq, v0=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_
     for t in range(x_seq.shape[0]):
         h = _charge(xw[t], v, tau, v_reset, decay_input)
         s = heaviside(h - v_th, surrogate, alpha)
-        v = _reset(h, s.detach(), v_th, v_reset)
+        v = _reset(h, s.detach() if detach_reset else s, v_th, v_reset)
         spikes.append(s)
     return torch.stack(spikes).to(dtype), v.to(dtype)
 

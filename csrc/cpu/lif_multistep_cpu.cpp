@@ -1,6 +1,6 @@
 // CPU kernels of the multi-step LIF op: all T steps per neuron in one pass
-// (forward), and the reverse-time BPTT recurrence with the reset detached
-// (backward). Neurons are independent, so the parallel loop is over neurons
+// (forward), and the reverse-time BPTT recurrence, with the reset detached or
+// (detach_reset=False) back-propagated through (backward). Neurons are independent, so the parallel loop is over neurons
 // and the time loop runs inside it.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -19,7 +19,7 @@ constexpr int64_t kGrain = 4096;
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_multistep_fwd_cpu(
     const at::Tensor& x_in, const c10::optional<at::Tensor>& v0_in, double tau, double v_th,
     c10::optional<double> v_reset, bool decay_input, c10::string_view surrogate, double alpha,
-    bool save_h) {
+    bool save_h, bool /*detach_reset: backward only*/) {
   const LifMultistepFwd r = prepare_lif_multistep_fwd(x_in, v0_in, tau, surrogate, alpha, save_h);
   const at::Tensor &x = r.x, &v0 = r.v0, &spike = r.spike, &v_last = r.v_last, &h_seq = r.z;
   const int64_t T = r.steps, n = r.n;
@@ -65,7 +65,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_multistep_fwd_cpu(
 std::tuple<at::Tensor, at::Tensor> lif_multistep_bwd_cpu(
     const at::Tensor& grad_in, const c10::optional<at::Tensor>& grad_v_last_in,
     const at::Tensor& h_in, double tau, double v_th, c10::optional<double> v_reset, bool decay_input,
-    c10::string_view surrogate, double alpha) {
+    c10::string_view surrogate, double alpha, bool detach_reset) {
   const LifMultistepBwd r = prepare_lif_multistep_bwd(grad_in, grad_v_last_in, h_in, tau, surrogate, alpha);
   const at::Tensor &h = r.z, &g = r.grad_spike, &gvl = r.grad_v_last, &grad_x = r.grad_x, &grad_v0 = r.grad_v0;
   const int64_t T = r.steps, n = r.n;
@@ -81,8 +81,10 @@ std::tuple<at::Tensor, at::Tensor> lif_multistep_bwd_cpu(
     scalar_t* gxp = grad_x.data_ptr<scalar_t>();
     scalar_t* gv0p = grad_v0.data_ptr<scalar_t>();
     if (T == 0) return;  // grad_v0 was prepared: grad_v_last or zeros
-    // Reverse time outer, neurons inner, as in the forward.
+    // Reverse time outer, neurons inner, as in the forward; the surrogate and
+    // detach_reset are compile-time so the inner loop has no branch on them.
     dispatch_surrogate(kind, [&](auto K) {
+    dispatch_bool(detach_reset, [&](auto detached) {
     at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
       const auto cc = c;
       const int64_t len = end - begin;
@@ -95,13 +97,15 @@ std::tuple<at::Tensor, at::Tensor> lif_multistep_bwd_cpu(
         scalar_t* gxt = gxp + t * n + begin;
         for (int64_t i = 0; i < len; ++i) {
           const opmath_t z = opmath_t(zt[i]);
-          const opmath_t grad_h =
-              opmath_t(gt[i]) * surrogate_grad(K.value, z, al) + grad_v[i] * dreset_dh(cc, fire_from_z(z));
+          const opmath_t sg = surrogate_grad(K.value, z, al);
+          const opmath_t dv_dh = detached ? dreset_dh(cc, fire_from_z(z)) : dreset_dh_attached(cc, z, sg);
+          const opmath_t grad_h = opmath_t(gt[i]) * sg + grad_v[i] * dv_dh;
           gxt[i] = static_cast<scalar_t>(grad_h * cc.in_scale);
           grad_v[i] = grad_h * cc.decay;
         }
       }
       for (int64_t i = 0; i < len; ++i) gv0p[begin + i] = static_cast<scalar_t>(grad_v[i]);
+    });
     });
     });
   });

@@ -111,6 +111,7 @@ struct LifMultistepBwdArgs {
   LIFCoeffs<opmath_t<T>> c;
   Surrogate kind;
   opmath_t<T> alpha;
+  bool detach_reset;  // false: back-propagate through the reset too (dreset_dh_attached)
 };
 
 template <typename T>

@@ -11,7 +11,7 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_multistep_fwd_cuda(
     const at::Tensor& x_in, const c10::optional<at::Tensor>& v0_in, double tau, double v_th,
     c10::optional<double> v_reset, bool decay_input, c10::string_view surrogate, double alpha,
-    bool save_h) {
+    bool save_h, bool /*detach_reset: backward only*/) {
   const LifMultistepFwd r = prepare_lif_multistep_fwd(x_in, v0_in, tau, surrogate, alpha, save_h);
   const at::Tensor &x = r.x, &v0 = r.v0, &spike = r.spike, &v_last = r.v_last, &h_seq = r.z;
   const int64_t T = r.steps, n = r.n;
@@ -40,7 +40,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_multistep_fwd_cuda(
 std::tuple<at::Tensor, at::Tensor> lif_multistep_bwd_cuda(
     const at::Tensor& grad_in, const c10::optional<at::Tensor>& grad_v_last_in,
     const at::Tensor& h_in, double tau, double v_th, c10::optional<double> v_reset, bool decay_input,
-    c10::string_view surrogate, double alpha) {
+    c10::string_view surrogate, double alpha, bool detach_reset) {
   const LifMultistepBwd r = prepare_lif_multistep_bwd(grad_in, grad_v_last_in, h_in, tau, surrogate, alpha);
   const at::Tensor &h = r.z, &g = r.grad_spike, &gvl = r.grad_v_last, &grad_x = r.grad_x, &grad_v0 = r.grad_v0;
   const int64_t T = r.steps, n = r.n;
@@ -63,6 +63,7 @@ std::tuple<at::Tensor, at::Tensor> lif_multistep_bwd_cuda(
     args.c = coeffs_from_args<opmath_t>(tau, v_th, v_reset, decay_input);
     args.kind = kind;
     args.alpha = static_cast<opmath_t>(alpha);
+    args.detach_reset = detach_reset;
     gpu::launch_lif_multistep_bwd<scalar_t>(args, current_stream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

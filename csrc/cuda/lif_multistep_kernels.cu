@@ -2,7 +2,8 @@
 // neuron runs all time steps, so the membrane stays in a register and every
 // time step is one coalesced sweep over the [steps, n] buffers. Forward runs
 // in time order; backward runs the reverse-time recurrence with the reset
-// detached, operation for operation as csrc/cpu/lif_multistep_cpu.cpp.
+// detached (or back-propagated through, detach_reset=False), operation for
+// operation as csrc/cpu/lif_multistep_cpu.cpp.
 #include "kernel_utils.cuh"
 
 namespace ottt {
@@ -57,8 +58,10 @@ __global__ void __launch_bounds__(kSeqThreads) lif_multistep_bwd_kernel(const Li
       const int64_t k = t * n + i;
       // z was saved instead of h so that this recovers forward's spike exactly.
       const op_t z = op_t(z_seq[k]);
-      const op_t s = fire_from_z(z);
-      const op_t grad_h = op_t(grad_spike[k]) * surrogate_grad(p.kind, z, p.alpha) + grad_v * dreset_dh(p.c, s);
+      const op_t sg = surrogate_grad(p.kind, z, p.alpha);
+      // detach_reset is uniform over the grid: the branch never diverges.
+      const op_t dv_dh = p.detach_reset ? dreset_dh(p.c, fire_from_z(z)) : dreset_dh_attached(p.c, z, sg);
+      const op_t grad_h = op_t(grad_spike[k]) * sg + grad_v * dv_dh;
       grad_x[k] = static_cast<T>(grad_h * p.c.in_scale);
       grad_v = grad_h * p.c.decay;
     }

@@ -346,6 +346,14 @@ void test_neuron_identities() {
             const double want_dr = hard ? 1.0 - double(s) : 1.0;
             check(dr == T(want_dr) && near(fd, want_dr, 1e-6, 1e-6), "%s dreset_dh hard=%d s=%g: %g (fd %g, want %g)",
                   tname<T>(), int(hard), double(s), double(dr), fd, want_dr);
+            // dreset_dh_attached: the reset is affine in s, so dv/dh through the spike is
+            // dv/dh|s (the finite difference above) + (reset(h,1) - reset(h,0)) * sg.
+            const T sg = T(0.375);
+            const double want_att =
+                fd + (double(ottt::reset(c, h, T(1))) - double(ottt::reset(c, h, T(0)))) * double(sg);
+            const T att = ottt::dreset_dh_attached(c, z, sg);
+            check(near(att, want_att, 1e-5, 1e-5), "%s dreset_dh_attached hard=%d h=%.9g s=%g: %g, want %g",
+                  tname<T>(), int(hard), double(h), double(s), double(att), want_att);
           }
           // Threshold boundary: h == v_th fires, the next value below does not.
           const T below = std::nextafter(th, -std::numeric_limits<T>::infinity());

@@ -1,4 +1,6 @@
 """The LIF neuron layer: owns the membrane, runs the fused kernels."""
+import warnings
+
 import torch
 
 from .. import _validation, ops
@@ -9,20 +11,33 @@ class LIF(Stateful):
     """Leaky integrate-and-fire neuron (DESIGN.md section 1), soft reset when
     v_reset is None, hard reset to v_reset otherwise.
 
-    Keeps the membrane `v` between calls (cleared by ottt_cuda.reset). Input is
-    the current I[t]: [B, ...] in step_mode "s", [T, B, ...] in step_mode "m".
+    Keeps the membrane `v` between calls (cleared by ottt_cuda.reset). A
+    sequence starts from v = 0 (soft reset) or v = v_reset (hard reset), as
+    SpikingJelly's neurons do. Input is the current I[t]: [B, ...] in step_mode
+    "s", [T, B, ...] in step_mode "m".
     In mode "ottt"/"sltt" the membrane history is detached (the fused step
     kernel; the error at step t is purely spatial); in mode "bptt" it stays in
     the graph: multi-step input runs the all-steps kernel, and a single step
     runs it with T = 1 from the previous membrane, whose v_last is
     differentiable, so a Python loop of steps is still full BPTT.
+
+    detach_reset (default True) applies to mode "bptt" only. True detaches the
+    reset, as the paper's BPTT does; False back-propagates through it too
+    (SpikingJelly's LIFNode default, which convert() carries over). OTTT and SLTT
+    always detach the reset: both methods are defined with the reset (and the
+    membrane history) detached, so an LIF with detach_reset=False warns once when
+    it runs in those modes and computes the method's gradients.
     """
 
     def __init__(self, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, surrogate="sigmoid", alpha=4.0,
-                 step_mode="s"):
+                 step_mode="s", *, detach_reset=True):
         super().__init__(step_mode)
         (self.tau, self.v_th, self.v_reset, self.decay_input, self.surrogate,
          self.alpha) = _validation.neuron(tau, v_th, v_reset, decay_input, surrogate, alpha)
+        if not isinstance(detach_reset, bool):
+            raise TypeError(f"LIF: detach_reset must be a bool, got {type(detach_reset).__name__}")
+        self.detach_reset = detach_reset
+        self._warned_detach_reset = False
         self.v = None
 
     @property
@@ -43,20 +58,35 @@ class LIF(Stateful):
         if self.v is not None and (self.v.shape != x.shape or self.v.dtype != x.dtype):
             raise ValueError(f"LIF membrane has shape {tuple(self.v.shape)} / {self.v.dtype} but the input is "
                              f"{tuple(x.shape)} / {x.dtype}; call ottt_cuda.reset(model) between sequences")
+        if self.v is None and self.v_reset:
+            # A fresh hard-reset membrane rests at v_reset (the ops read None as 0,
+            # which is the rest value of a soft reset and of v_reset = 0).
+            return torch.full_like(x, self.v_reset)
         return self.v
+
+    def _kw_bptt(self):
+        return dict(self._kw(), detach_reset=self.detach_reset)
+
+    def _kw_online(self):
+        if not self.detach_reset and not self._warned_detach_reset:
+            self._warned_detach_reset = True
+            warnings.warn(f"LIF(detach_reset=False) in mode {self.mode!r}: OTTT and SLTT detach the reset by "
+                          "definition, so it is detached; detach_reset=False applies to mode 'bptt' only",
+                          UserWarning, stacklevel=2)
+        return self._kw()
 
     def step(self, x):
         v = self._v_for(x)
         if self.mode == "bptt":
-            spikes, self.v = ops.lif_multistep(x.unsqueeze(0), v, **self._kw())
+            spikes, self.v = ops.lif_multistep(x.unsqueeze(0), v, **self._kw_bptt())
             return spikes[0]
-        spike, self.v = ops.lif_step(x, v, **self._kw())
+        spike, self.v = ops.lif_step(x, v, **self._kw_online())
         return spike
 
     def multi(self, x_seq):
         if self.mode == "bptt":
-            v = self._v_for(x_seq[0]) if x_seq.shape[0] else self.v
-            spikes, self.v = ops.lif_multistep(x_seq, v, **self._kw())
+            v = self._v_for(x_seq[0] if x_seq.shape[0] else x_seq.new_empty(x_seq.shape[1:]))
+            spikes, self.v = ops.lif_multistep(x_seq, v, **self._kw_bptt())
             return spikes
         # OTTT/SLTT: the steps are independent in backward, so a loop of the
         # fused step kernel is the whole computation (no reverse recurrence).
@@ -64,4 +94,5 @@ class LIF(Stateful):
 
     def extra_repr(self):
         return (f"tau={self.tau}, v_th={self.v_th}, v_reset={self.v_reset}, decay_input={self.decay_input}, "
-                f"surrogate={self.surrogate!r}, alpha={self.alpha}, mode={self.mode!r}, step_mode={self.step_mode!r}")
+                f"surrogate={self.surrogate!r}, alpha={self.alpha}, detach_reset={self.detach_reset}, "
+                f"mode={self.mode!r}, step_mode={self.step_mode!r}")

@@ -50,16 +50,30 @@ def _lif_multistep_fwd_kernel(x_ptr, v0_ptr, spike_ptr, h_ptr, v_last_ptr,
 
 
 @triton.jit
+def _dreset_dh_attached(z, sg, v_th, v_reset, HARD_RESET: tl.constexpr, ACC: tl.constexpr):
+    # dv[t]/dh[t] through the spike as well (detach_reset=False), term by term
+    # as ottt::dreset_dh_attached: soft 1 - v_th sg(z); hard (1 - s) + (v_reset - h) sg(z), h = z + v_th.
+    if HARD_RESET:
+        r = (1.0 - fire_from_z(z, ACC)) + (v_reset - (z + v_th)) * sg
+    else:
+        r = 1.0 - v_th * sg
+    return r
+
+
+@triton.jit
 def _lif_multistep_bwd_kernel(g_ptr, z_ptr, gvl_ptr, gx_ptr, gv0_ptr,
                               n, T, last_off,
                               decay: tl.float64, in_scale: tl.float64, alpha: tl.float64,
+                              v_th: tl.float64, v_reset: tl.float64,
                               T_STATIC: tl.constexpr, HAS_GVL: tl.constexpr, HARD_RESET: tl.constexpr, SURROGATE: tl.constexpr,
-                              ACC: tl.constexpr, BLOCK: tl.constexpr):
+                              DETACH_RESET: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inb = offs < n
     c_decay = as_acc(decay, ACC)
     c_in = as_acc(in_scale, ACC)
     c_alpha = as_acc(alpha, ACC)
+    c_th = as_acc(v_th, ACC)
+    c_reset = as_acc(v_reset, ACC)
     # grad_v = dL/dv[t], flowing back from step t+1 (from v_last at t = T-1).
     if HAS_GVL:
         grad_v = tl.load(gvl_ptr + offs, mask=inb, other=0.0).to(ACC)
@@ -73,13 +87,17 @@ def _lif_multistep_bwd_kernel(g_ptr, z_ptr, gvl_ptr, gx_ptr, gv0_ptr,
     for _t in range(T if T_STATIC is None else T_STATIC):
         z = tl.load(pz, mask=inb, other=0.0).to(ACC)
         g = tl.load(pg, mask=inb, other=0.0).to(ACC)
-        # The spike is recomputed from z = h - v_th (not saved) and the reset
-        # detached: dv[t]/dh[t] is 1 (soft) or 1 - s (hard).
-        if HARD_RESET:
-            dv_dh = 1.0 - fire_from_z(z, ACC)
+        sg = surrogate_grad(z, c_alpha, SURROGATE, ACC)
+        # The spike is recomputed from z = h - v_th (not saved). With the reset
+        # detached dv[t]/dh[t] is 1 (soft) or 1 - s (hard).
+        if DETACH_RESET:
+            if HARD_RESET:
+                dv_dh = 1.0 - fire_from_z(z, ACC)
+            else:
+                dv_dh = tl.full([BLOCK], 1.0, ACC)
         else:
-            dv_dh = tl.full([BLOCK], 1.0, ACC)
-        grad_h = g * surrogate_grad(z, c_alpha, SURROGATE, ACC) + grad_v * dv_dh
+            dv_dh = _dreset_dh_attached(z, sg, c_th, c_reset, HARD_RESET, ACC)
+        grad_h = g * sg + grad_v * dv_dh
         tl.store(px, (grad_h * c_in).to(gx_ptr.dtype.element_ty), mask=inb)
         grad_v = grad_h * c_decay
         pg -= n
@@ -93,9 +111,10 @@ def _check_seq(t, name):
         raise ValueError(f"{name} must have a leading time dimension [T, ...], got a 0-d tensor")
 
 
-def lif_multistep_fwd(x_seq, v0, tau, v_th, v_reset, decay_input, surrogate, alpha, save_h):
+def lif_multistep_fwd(x_seq, v0, tau, v_th, v_reset, decay_input, surrogate, alpha, save_h, detach_reset=True):
     """(spike_seq, v_last, z_seq) with z = h - v_th; z_seq is empty unless
-    save_h. Same contract as torch.ops.ottt_cuda.lif_multistep_fwd."""
+    save_h. Same contract as torch.ops.ottt_cuda.lif_multistep_fwd (detach_reset
+    does not change the forward)."""
     C.check_float(x_seq, "x_seq")
     _check_seq(x_seq, "x_seq")
     C.check_neuron_args(tau, alpha)
@@ -130,9 +149,11 @@ def lif_multistep_fwd(x_seq, v0, tau, v_th, v_reset, decay_input, surrogate, alp
     return spike, v_last, h_seq
 
 
-def lif_multistep_bwd(grad_spike_seq, grad_v_last, h_seq, tau, v_th, v_reset, decay_input, surrogate, alpha):
-    """Reverse-time BPTT recurrence with the reset detached: (grad_x_seq, grad_v0).
-    `h_seq` holds z = h - v_th as lif_multistep_fwd saved it."""
+def lif_multistep_bwd(grad_spike_seq, grad_v_last, h_seq, tau, v_th, v_reset, decay_input, surrogate, alpha,
+                      detach_reset=True):
+    """Reverse-time BPTT recurrence, the reset detached unless detach_reset is
+    False: (grad_x_seq, grad_v0). `h_seq` holds z = h - v_th as
+    lif_multistep_fwd saved it."""
     C.check_neuron_args(tau, alpha)
     _check_seq(h_seq, "h_seq")
     kind = C.surrogate_id(surrogate)
@@ -157,11 +178,12 @@ def lif_multistep_bwd(grad_spike_seq, grad_v_last, h_seq, tau, v_th, v_reset, de
     n = h[0].numel()
     if n == 0:
         return grad_x, grad_v0
-    decay, in_scale, _bias, _th, _v_rst, hard = C.lif_coeffs(tau, v_th, v_reset, decay_input)
+    decay, in_scale, _bias, th, v_rst, hard = C.lif_coeffs(tau, v_th, v_reset, decay_input)
     with C.device_of(h, _lif_multistep_bwd_kernel):
         _lif_multistep_bwd_kernel[C.grid_1d(n)](
             g, h, gvl if gvl is not None else h, grad_x, grad_v0,
-            n, T, (T - 1) * n, decay, in_scale, float(alpha),
+            n, T, (T - 1) * n, decay, in_scale, float(alpha), th, v_rst,
             T_STATIC=C.interpreter_bound(_lif_multistep_bwd_kernel, T), HAS_GVL=gvl is not None, HARD_RESET=hard, SURROGATE=kind,
+            DETACH_RESET=bool(detach_reset),
             ACC=C.acc_dtype(h.dtype), BLOCK=C.BLOCK, num_warps=C.NUM_WARPS)
     return grad_x, grad_v0
