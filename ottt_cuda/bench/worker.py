@@ -37,6 +37,7 @@ def run(config):
 
 
 def _run(config):
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     device = torch.device(config["device"])
     method, model_name, T, batch = config["method"], config["model"], config["T"], config["batch"]
     iters = max(1, int(config.get("iters", 3)))
@@ -72,6 +73,9 @@ def _run(config):
         "saved_tensors_mb": sb.peak_saved / memory.MB, "state_mb": sb.peak_state / memory.MB,
         "iter_s_all": times, "peak_mb_all": [p / memory.MB for p in peaks], "peak_source": source,
         "loss": loss, "iters": iters, "threads": torch.get_num_threads(),
+        # the whole configuration (build, warm-up, timed steps): wall and CPU seconds of this
+        # process; on a shared machine CPU seconds say what an idle one would need
+        "config_wall_s": time.perf_counter() - wall0, "config_cpu_s": time.process_time() - cpu0,
     }
 
 
