@@ -8,7 +8,7 @@ a forked child starts in milliseconds with a fresh heap of its own (the peak it
 reports is the growth of its own resident set). The server is started with
 glibc's malloc set so that RSS follows tensor lifetimes (see memory.py).
 
-CUDA: a fresh interpreter per configuration (python -m ottt_cuda.bench.worker):
+CUDA (and platforms without a forkserver): a fresh interpreter per configuration (python -m ottt_cuda.bench.worker):
 CUDA must not be initialized in a process that is then forked, and a GPU
 machine imports quickly anyway.
 """
@@ -96,6 +96,6 @@ def run_forked(config, timeout):
 
 def run_config(config, timeout):
     """A record for one configuration, measured in a process of its own."""
-    if config["device"] == "cpu":
+    if config["device"] == "cpu" and "forkserver" in multiprocessing.get_all_start_methods():
         return run_forked(config, timeout)
     return run_subprocess(config, timeout)
