@@ -17,6 +17,20 @@ def run_steps(model, x_seq, reset):
         return torch.stack([model(x) for x in x_seq])
 
 
+def run_steps_per_layer(model, x_seq, reset, layers):
+    """run_steps, plus the outputs [T, ...] of model[i] for i in `layers`: a difference in a hidden spiking
+    layer need not reach the output (a few flipped spikes may leave the next layer's spikes unchanged)."""
+    seen = {i: [] for i in layers}
+    hooks = [model[i].register_forward_hook(lambda m, a, out, i=i: seen[i].append(
+        (out[0] if isinstance(out, (tuple, list)) else out).detach().clone())) for i in layers]
+    try:
+        out = run_steps(model, x_seq, reset)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [out] + [torch.stack(seen[i]) for i in layers]
+
+
 def test_convert_plain_torch_layers_keeps_weights_and_first_untraced():
     torch.manual_seed(0)
     m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 16, 3))
@@ -41,14 +55,9 @@ def _spikingjelly():
     return pytest.importorskip("spikingjelly.activation_based", reason="spikingjelly is not installed")
 
 
-# SpikingJelly starts a hard-reset neuron's membrane at v_reset, ottt_cuda's LIF at 0: with v_reset != 0 the
-# first step differs (with the membrane of the SpikingJelly model set to 0 after reset_net the outputs agree).
-_SJ_INITIAL_MEMBRANE = pytest.mark.xfail(strict=True, reason="library bug: ottt_cuda.nn.LIF starts a hard-reset "
-                                         "membrane at 0, SpikingJelly (and convert's promise) at v_reset")
-
-
+# LIFNode-hard-decay (v_reset = 0.1): SpikingJelly's hard-reset membrane starts at v_reset, so must ottt_cuda's.
 @pytest.mark.parametrize("kind", ["LIFNode", "OTTTLIFNode", "IFNode", "LIFNode-hard0-decay", "ATan",
-                                  pytest.param("LIFNode-hard-decay", marks=_SJ_INITIAL_MEMBRANE)])
+                                  "LIFNode-hard-decay"])
 def test_convert_spikingjelly_same_forward(kind):
     _spikingjelly()
     from spikingjelly.activation_based import functional, layer, neuron, surrogate
@@ -79,8 +88,8 @@ def test_convert_spikingjelly_same_forward(kind):
     # SpikingJelly's OTTT neuron returns [spike, trace] in training mode; compare in eval mode.
     net.eval()
     conv.eval()
-    expected = run_steps(net, x_seq, functional.reset_net)
-    got = fires(conv, lambda: run_steps(conv, x_seq, ottt_cuda.reset))
+    expected = run_steps_per_layer(net, x_seq, functional.reset_net, (1, 5))
+    got = fires(conv, lambda: run_steps_per_layer(conv, x_seq, ottt_cuda.reset, (1, 5)))
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -104,10 +113,22 @@ def test_convert_unsupported_spikingjelly_neuron_is_named():
         ottt_cuda.convert(net)
 
 
-@pytest.mark.parametrize("reset", ["subtract", "zero"])
+# With reset_mechanism="subtract", a hidden snnTorch Leaky whose membrane is still above threshold after a
+# reset does not fire (e.g. step 2: membrane 1.58 > 0.9, snnTorch spike 0), the converted LIF fires and
+# subtracts again: 6 of 192 hidden spikes differ here (the output did not show it).
+_SNN_SUBTRACT = pytest.mark.xfail(strict=True, reason="library bug: convert's LIF for snnTorch Leaky(subtract, "
+                                  "reset_delay=False) fires where snnTorch does not (membrane above threshold "
+                                  "after a reset)")
+
+
+@pytest.mark.parametrize("reset", [pytest.param("subtract", marks=_SNN_SUBTRACT), "zero"])
 def test_convert_snntorch_same_forward(reset):
     snn = pytest.importorskip("snntorch", reason="snntorch is not installed")
     torch.manual_seed(0)
+    _snntorch_same_forward(snn, reset)
+
+
+def _snntorch_same_forward(snn, reset):
     net = nn.Sequential(nn.Linear(10, 12),
                         snn.Leaky(beta=0.7, threshold=0.9, init_hidden=True, reset_mechanism=reset,
                                   reset_delay=False),
@@ -129,9 +150,9 @@ def test_convert_snntorch_same_forward(reset):
             if isinstance(m, snn.Leaky):
                 m.reset_hidden()
 
-    expected = run_steps(net, x_seq, reset_snn)
-    got = fires(conv, lambda: run_steps(conv, x_seq, ottt_cuda.reset))
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    expected = run_steps_per_layer(net, x_seq, reset_snn, (1, 3))
+    got = fires(conv, lambda: run_steps_per_layer(conv, x_seq, ottt_cuda.reset, (1, 3)))
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)  # snnTorch keeps beta as float32
 
 
 def test_convert_snntorch_unsupported_configurations_are_named():

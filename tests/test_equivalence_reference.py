@@ -73,7 +73,8 @@ class RefNeuron:
 
     Charge h = lam*v + I (I/tau with decay_input) plus v_reset/tau for a hard
     reset (SpikingJelly's forms, expanded); soft reset v = h - v_th*s, hard
-    reset v = v_reset where it fired. The membrane starts at 0."""
+    reset v = v_reset where it fired. The membrane starts at rest: 0, or
+    v_reset for a hard reset (as SpikingJelly)."""
 
     def __init__(self, tau, v_th, alpha, bptt, v_reset=None, decay_input=False, surrogate="sigmoid"):
         self.tau, self.lam, self.v_th, self.alpha, self.bptt = tau, 1 - 1 / tau, v_th, alpha, bptt
@@ -83,7 +84,7 @@ class RefNeuron:
         self.trace = None
 
     def __call__(self, x):
-        v = torch.zeros_like(x) if self.v is None else self.v
+        v = torch.full_like(x, self.v_reset or 0.0) if self.v is None else self.v
         if not self.bptt:
             v = v.detach()
         h = self.lam * v + (x / self.tau if self.decay_input else x)
@@ -277,8 +278,8 @@ def test_reference_hard_reset_and_decay_input_by_hand():
     n = RefNeuron(4.0, 1.0, 4.0, bptt=False, v_reset=0.2, decay_input=True)
     xs = torch.tensor([[2.0], [4.0], [1.0]], dtype=torch.float64)
     spikes = [n(x).item() for x in xs]
-    # lam = 0.75. h1 = 0 + 2/4 + 0.2/4 = 0.55 (no spike); h2 = 0.4125 + 1 + 0.05 = 1.4625 (spike, v = 0.2);
-    # h3 = 0.15 + 0.25 + 0.05 = 0.45 (no spike)
+    # lam = 0.75, v starts at 0.2. h1 = 0.15 + 2/4 + 0.2/4 = 0.7 (no spike); h2 = 0.525 + 1 + 0.05 = 1.575
+    # (spike, v = 0.2); h3 = 0.15 + 0.25 + 0.05 = 0.45 (no spike)
     assert spikes == [0.0, 1.0, 0.0]
     assert n.v.item() == pytest.approx(0.45)
 
