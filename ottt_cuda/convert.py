@@ -5,7 +5,9 @@ layer.Conv2d, WSLinear, WSConv2d) become ottt_cuda's synapses with the same
 weights; the first synapse in module order (the one after the input) is
 untraced, as in the paper. Spiking neurons become ottt_cuda.nn.LIF:
 SpikingJelly's LIFNode / OTTTLIFNode / IFNode and snnTorch's Leaky
-(init_hidden=True, reset_delay=False). Any other module that looks like a
+(init_hidden=True; reset_mechanism 'zero', or 'subtract' with beta=1 and
+reset_delay=True: the combinations ottt_cuda's LIF computes exactly, see
+_snn_reset). Any other module that looks like a
 spiking neuron raises an error naming it. The converted model is run one step
 per call, with ottt_cuda.reset between sequences.
 """
@@ -54,26 +56,66 @@ def _from_spikingjelly(m, name, tau):
                    decay_input=bool(m.decay_input), surrogate=surrogate, alpha=alpha, detach_reset=detach_reset)
 
 
+def _snn_reset(m, name, beta, v_th):
+    """ottt_cuda's (v_reset, detach_reset) for an snnTorch Leaky's reset_mechanism x reset_delay, or a
+    TypeError where no ottt_cuda LIF computes the same spikes. snnTorch (1.0), per step, with U the stored
+    membrane and r = H(U[t-1] - thr) detached:
+      zero,     delay=True:  h = beta*(1-r)*U[t-1] + I; s = H(h - thr); U = h. Since r = s[t-1], this is the
+                             hard reset to 0 (reset detached).
+      zero,     delay=False: the same, then U = h - (s - r)*h. With thr >= 0, r is always 0 (U[t-1] is 0 or
+                             an h that did not fire), so U = h*(1 - s): the hard reset to 0 with the gradient
+                             through the (undetached) spike, i.e. detach_reset=False.
+      subtract, delay=True:  U = beta*U[t-1] + I - r*thr: the reset is not decayed, ottt_cuda's is (the
+                             same only for beta = 1).
+      subtract, delay=False: U = beta*U[t-1] + I - s*thr but s = H(beta*U[t-1] + I - r*thr - thr): a membrane
+                             still above thr after a reset needs 2*thr to fire again (no "double reset");
+                             ottt_cuda's soft reset fires on h > thr alone.
+      none:                  no reset at all."""
+    mech, delay = m.reset_mechanism, bool(m.reset_delay)
+    where = f"convert: snnTorch Leaky {name!r} has reset_mechanism={mech!r}, reset_delay={delay}"
+    if mech == "zero":
+        if delay:
+            return 0.0, True
+        if v_th >= 0.0:
+            return 0.0, False
+        raise TypeError(f"{where} and threshold={v_th} < 0: its resting membrane 0 is above threshold, so snnTorch "
+                        "skips resets that ottt_cuda's LIF applies; use a threshold >= 0 or reset_delay=True")
+    if mech == "subtract":
+        if delay and beta == 1.0:
+            return None, True
+        if delay:
+            raise TypeError(f"{where}: snnTorch subtracts the threshold one step late and undecayed, which "
+                            "ottt_cuda's soft reset (decayed with the membrane) equals only for beta=1; use "
+                            "reset_mechanism='zero' (exact), or ottt_cuda.nn.LIF(v_reset=None) in place of the "
+                            "Leaky (a different neuron)")
+        raise TypeError(f"{where}: snnTorch does not fire a neuron whose membrane is still above threshold after "
+                        "a reset (it avoids a double reset), ottt_cuda's soft-reset LIF does; use "
+                        "reset_mechanism='zero' (exact), or ottt_cuda.nn.LIF(v_reset=None) in place of the Leaky "
+                        "(a different neuron)")
+    raise TypeError(f"{where}: ottt_cuda's LIF always resets; use reset_mechanism='zero' (exact), or "
+                    "'subtract' with beta=1 and reset_delay=True")
+
+
 def _from_snntorch(m, name, tau):
     if not getattr(m, "init_hidden", False) or getattr(m, "output", False):
         raise TypeError(f"convert: snnTorch Leaky {name!r} must have init_hidden=True and output=False (it then "
                         "returns only spikes, as ottt_cuda.nn.LIF does)")
-    if getattr(m, "reset_delay", False):
-        raise TypeError(f"convert: snnTorch Leaky {name!r} has reset_delay=True (the reset is applied one step late, "
-                        "undecayed); ottt_cuda's LIF resets in the same step: build it with reset_delay=False")
     if getattr(m, "learn_beta", False) or getattr(m, "learn_threshold", False):
         raise TypeError(f"convert: snnTorch Leaky {name!r} learns beta/threshold; ottt_cuda's LIF has fixed ones")
-    beta = float(torch.as_tensor(m.beta).reshape(-1)[0]) if torch.as_tensor(m.beta).numel() == 1 else None
-    if beta is None:
-        raise TypeError(f"convert: snnTorch Leaky {name!r} has a per-neuron beta; only a scalar beta is supported")
-    mech = m.reset_mechanism
-    if mech == "subtract":
-        v_reset = None
-    elif mech == "zero":
-        v_reset = 0.0
-    else:
-        raise TypeError(f"convert: snnTorch Leaky {name!r} has reset_mechanism={mech!r}; supported: 'subtract', "
-                        "'zero'")
+    for option, plain in (("inhibition", False), ("state_quant", False)):
+        if getattr(m, option, plain) is not plain:
+            raise TypeError(f"convert: snnTorch Leaky {name!r} has {option} set; ottt_cuda's LIF has no such "
+                            f"option: build it with {option}={plain}")
+    gsf = torch.as_tensor(m.graded_spikes_factor)
+    if gsf.numel() != 1 or float(gsf) != 1.0:
+        raise TypeError(f"convert: snnTorch Leaky {name!r} has graded_spikes_factor != 1; ottt_cuda's LIF emits "
+                        "0/1 spikes: build it with graded_spikes_factor=1.0")
+    if torch.as_tensor(m.beta).numel() != 1 or torch.as_tensor(m.threshold).numel() != 1:
+        raise TypeError(f"convert: snnTorch Leaky {name!r} has a per-neuron beta or threshold; only scalars are "
+                        "supported")
+    beta = min(max(float(torch.as_tensor(m.beta).reshape(-1)[0]), 0.0), 1.0)  # snnTorch clamps beta to [0, 1]
+    v_th = float(torch.as_tensor(m.threshold).reshape(-1)[0])
+    v_reset, detach_reset = _snn_reset(m, name, beta, v_th)
     grad_name = getattr(m.spike_grad, "__qualname__", None) or getattr(m.spike_grad, "__name__", "")
     surrogate = next((v for k, v in _SNN_SURROGATES.items() if k in str(grad_name)), None)
     if surrogate is None:
@@ -81,9 +123,8 @@ def _from_snntorch(m, name, tau):
                         "triangular")
     alpha = _snn_alpha(m.spike_grad, surrogate)
     tau_v = float(tau) if tau is not None else (_IF_TAU if beta >= 1.0 else 1.0 / (1.0 - beta))
-    # snnTorch computes its reset from a detached spike (Leaky.mem_reset): detach_reset=True.
-    return onn.LIF(tau=tau_v, v_th=float(torch.as_tensor(m.threshold).reshape(-1)[0]), v_reset=v_reset,
-                   decay_input=False, surrogate=surrogate, alpha=alpha, detach_reset=True)
+    return onn.LIF(tau=tau_v, v_th=v_th, v_reset=v_reset, decay_input=False, surrogate=surrogate, alpha=alpha,
+                   detach_reset=detach_reset)
 
 
 def _snn_alpha(spike_grad, surrogate):

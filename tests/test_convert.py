@@ -113,49 +113,86 @@ def test_convert_unsupported_spikingjelly_neuron_is_named():
         ottt_cuda.convert(net)
 
 
-# With reset_mechanism="subtract", a hidden snnTorch Leaky whose membrane is still above threshold after a
-# reset does not fire (e.g. step 2: membrane 1.58 > 0.9, snnTorch spike 0), the converted LIF fires and
-# subtracts again: 6 of 192 hidden spikes differ here (the output did not show it).
-_SNN_SUBTRACT = pytest.mark.xfail(strict=True, reason="library bug: convert's LIF for snnTorch Leaky(subtract, "
-                                  "reset_delay=False) fires where snnTorch does not (membrane above threshold "
-                                  "after a reset)")
+# The (reset_mechanism, reset_delay) combinations ottt_cuda's LIF computes exactly (convert._snn_reset derives
+# them from snnTorch's Leaky.forward): reset to zero either way, subtraction only without leak (beta = 1).
+_SNN_EXACT = [("zero", True, 0.7, 0.5), ("zero", False, 0.7, 0.5), ("subtract", True, 1.0, 1.0)]
 
 
-@pytest.mark.parametrize("reset", [pytest.param("subtract", marks=_SNN_SUBTRACT), "zero"])
-def test_convert_snntorch_same_forward(reset):
+class _AsDouble(nn.Module):
+    def forward(self, x):
+        return x.double()
+
+
+@pytest.mark.filterwarnings("ignore:LIF\\(detach_reset=False\\) in mode")  # expected: forward in mode "ottt"
+@pytest.mark.parametrize("reset,delay,beta1,beta2", _SNN_EXACT)
+def test_convert_snntorch_same_forward(reset, delay, beta1, beta2):
     snn = pytest.importorskip("snntorch", reason="snntorch is not installed")
     torch.manual_seed(0)
-    _snntorch_same_forward(snn, reset)
-
-
-def _snntorch_same_forward(snn, reset):
     net = nn.Sequential(nn.Linear(10, 12),
-                        snn.Leaky(beta=0.7, threshold=0.9, init_hidden=True, reset_mechanism=reset,
-                                  reset_delay=False),
+                        snn.Leaky(beta=beta1, threshold=0.9, init_hidden=True, reset_mechanism=reset,
+                                  reset_delay=delay),
+                        _AsDouble(),  # snnTorch's spikes are float32 whatever the membrane's dtype
                         nn.Linear(12, 5),
-                        snn.Leaky(beta=0.5, init_hidden=True, reset_mechanism=reset, reset_delay=False),
-                        nn.Linear(5, 3))
+                        snn.Leaky(beta=beta2, init_hidden=True, reset_mechanism=reset, reset_delay=delay),
+                        _AsDouble(),
+                        nn.Linear(5, 3)).double()
+    leak = beta1 < 1.0
     with torch.no_grad():  # weights that make both spiking layers fire (default init leaves the second silent)
         net[0].weight.normal_(0, 0.5)
-        net[0].bias.fill_(0.5)
-        net[2].weight.normal_(0, 0.8)
-        net[2].bias.fill_(0.6)
+        net[0].bias.fill_(0.5 if leak else -0.2)
+        net[3].weight.normal_(0, 0.8)
+        net[3].bias.fill_(0.6 if leak else 0.1)
     conv = ottt_cuda.convert(net)
     lifs = [m for m in conv.modules() if isinstance(m, onn.LIF)]
     assert len(lifs) == 2 and lifs[0].v_th == pytest.approx(0.9)
-    # snnTorch's mem = beta * mem + input: the leak is beta (these inputs keep layer 1 firing too often for its
-    # spikes to show the leak).
-    assert [lif.decay for lif in lifs] == pytest.approx([0.7, 0.5])
-    x_seq = 1.5 * torch.rand(T, 4, 10)
+    assert [lif.v_reset for lif in lifs] == [0.0 if reset == "zero" else None] * 2
+    # Without reset_delay snnTorch's reset term is the undetached spike; with it, the detached mem_reset.
+    assert [lif.detach_reset for lif in lifs] == [delay] * 2
+    # snnTorch's mem = beta * mem + input: the leak is beta.
+    assert [lif.decay for lif in lifs] == pytest.approx([beta1, beta2])
+    x_seq = 1.5 * torch.rand(2 * T, 4, 10, dtype=torch.float64)
 
     def reset_snn(model):
         for m in model.modules():
             if isinstance(m, snn.Leaky):
                 m.reset_hidden()
 
-    expected = run_steps_per_layer(net, x_seq, reset_snn, (1, 3))
-    got = fires(conv, lambda: run_steps_per_layer(conv, x_seq, ottt_cuda.reset, (1, 3)))
-    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)  # snnTorch keeps beta as float32
+    expected = run_steps_per_layer(net, x_seq, reset_snn, (2, 5))
+    got = fires(conv, lambda: run_steps_per_layer(conv, x_seq, ottt_cuda.reset, (2, 5)))
+    # Spikes equal exactly; the output up to the rounding of beta -> tau -> 1 - 1/tau.
+    assert torch.equal(got[1], expected[1]) and torch.equal(got[2], expected[2])
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-12, atol=1e-12)
+
+
+# The combinations it cannot express: convert names the module's path, the option and what to use instead.
+@pytest.mark.parametrize("kw,option", [
+    (dict(reset_mechanism="subtract", reset_delay=False), r"reset_mechanism='subtract', reset_delay=False"),
+    (dict(reset_mechanism="subtract", reset_delay=True), r"reset_mechanism='subtract', reset_delay=True"),
+    (dict(reset_mechanism="none", reset_delay=True), r"reset_mechanism='none'"),
+    (dict(reset_mechanism="none", reset_delay=False), r"reset_mechanism='none'"),
+    (dict(reset_mechanism="zero", reset_delay=False, threshold=-0.5), r"threshold=-0.5"),
+    (dict(reset_mechanism="zero", reset_delay=True, graded_spikes_factor=2.0), r"graded_spikes_factor"),
+    (dict(reset_mechanism="zero", reset_delay=True, inhibition=True), r"inhibition"),
+])
+def test_convert_snntorch_inexpressible_reset_is_named(kw, option):
+    snn = pytest.importorskip("snntorch", reason="snntorch is not installed")
+    net = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.Identity(), snn.Leaky(beta=0.7, init_hidden=True, **kw)))
+    with pytest.raises(TypeError, match=r"'1\.1'.*" + option + r".*(use|build it with) "):
+        ottt_cuda.convert(net)
+
+
+def test_convert_snntorch_subtract_without_delay_differs_from_soft_reset():
+    """Why subtract/reset_delay=False is refused: snnTorch's Leaky does not fire a membrane still above threshold
+    after a reset, the soft-reset LIF does (hand-computed: beta 0.5, threshold 1, input 3 then 0)."""
+    snn = pytest.importorskip("snntorch", reason="snntorch is not installed")
+    leaky = snn.Leaky(beta=0.5, threshold=1.0, init_hidden=True, reset_mechanism="subtract", reset_delay=False)
+    lif = onn.LIF(tau=2.0, v_th=1.0)
+    x = [torch.tensor([3.0]), torch.tensor([0.0])]
+    # step 1: h = 3 fires, U = 2 (still above 1). step 2: snnTorch h = 1 + 0 - 1 = 0 -> 0; LIF h = 1.0 -> 0 ...
+    # step 2 with input 0.6: snnTorch h = 1 + 0.6 - 1 = 0.6 -> 0; LIF h = 1.6 > 1 -> 1.
+    x[1] = torch.tensor([0.6])
+    assert [leaky(v).item() for v in x] == [1.0, 0.0]
+    assert [lif(v).item() for v in x] == [1.0, 1.0]
 
 
 def test_convert_snntorch_unsupported_configurations_are_named():
