@@ -69,16 +69,20 @@ def ref_standardize(w, gain, eps):
 
 
 class RefNeuron:
-    """LIF, reset detached; the membrane history is detached unless bptt.
+    """LIF, reset detached unless detach_reset=False; the membrane history is detached unless bptt.
 
     Charge h = lam*v + I (I/tau with decay_input) plus v_reset/tau for a hard
     reset (SpikingJelly's forms, expanded); soft reset v = h - v_th*s, hard
     reset v = v_reset where it fired. The membrane starts at rest: 0, or
-    v_reset for a hard reset (as SpikingJelly)."""
+    v_reset for a hard reset (as SpikingJelly). With detach_reset=False the
+    gradient also flows through the spike in the reset (only bptt sees it: an
+    online method detaches the membrane before its next use)."""
 
-    def __init__(self, tau, v_th, alpha, bptt, v_reset=None, decay_input=False, surrogate="sigmoid"):
+    def __init__(self, tau, v_th, alpha, bptt, v_reset=None, decay_input=False, surrogate="sigmoid",
+                 detach_reset=True):
         self.tau, self.lam, self.v_th, self.alpha, self.bptt = tau, 1 - 1 / tau, v_th, alpha, bptt
         self.v_reset, self.decay_input, self.surrogate = v_reset, decay_input, surrogate
+        self.detach_reset = detach_reset
         self.trace_decay = self.lam  # of the trace of this neuron's spikes; RefNet may set another
         self.v = None
         self.trace = None
@@ -91,16 +95,17 @@ class RefNeuron:
         if self.v_reset is not None:
             h = h + self.v_reset / self.tau
         s = Heaviside.apply(h - self.v_th, self.alpha, self.surrogate)
+        sr = s.detach() if self.detach_reset else s
         if self.v_reset is None:
-            self.v = h - self.v_th * s.detach()
+            self.v = h - self.v_th * sr
         else:
-            self.v = h * (1 - s.detach()) + self.v_reset * s.detach()
+            self.v = h * (1 - sr) + self.v_reset * sr
         return s
 
 
 def ref_neuron(m, bptt):
     """A RefNeuron with the options of ottt_cuda LIF `m` (its public attributes)."""
-    return RefNeuron(m.tau, m.v_th, m.alpha, bptt, m.v_reset, m.decay_input, m.surrogate)
+    return RefNeuron(m.tau, m.v_th, m.alpha, bptt, m.v_reset, m.decay_input, m.surrogate, m.detach_reset)
 
 
 class RefSynapse:

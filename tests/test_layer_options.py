@@ -80,6 +80,25 @@ def test_layers_under_neuron_options_match_reference(neuron, gain, mode):
     assert_grads_match(model, ref)
 
 
+@pytest.mark.parametrize("neuron,gain", NEURONS[:2] + NEURONS[3:])
+def test_bptt_through_the_reset_matches_reference(neuron, gain):
+    """LIF(detach_reset=False) in mode "bptt" back-propagates through the reset too (soft, hard to 0 and to
+    v_reset != 0), as the reference RefNeuron(detach_reset=False) does; the detached-reset reference differs."""
+    model = grouped_net(dict(neuron, detach_reset=False), gain)
+    x, y = data()
+    fires(model, lambda: ottt_cuda.train_step(model, x, y, None, T=T, mode="bptt", loss_alpha=ALPHA))
+    ref = RefNet(model, list(model), "bptt")
+    assert all(op[1].detach_reset is False for op in ref.ops if op[0] == "lif")
+    run_reference(ref, lambda t: x[t], y, T, ALPHA)
+    assert_grads_match(model, ref)
+    detached = RefNet(model, list(model), "bptt")
+    for op in detached.ops:
+        if op[0] == "lif":
+            op[1].detach_reset = True
+    run_reference(detached, lambda t: x[t], y, T, ALPHA)
+    assert max(rel_err(detached.params[n].grad, ref.params[n].grad) for n in ref.params) > 1e-3
+
+
 @pytest.mark.parametrize("neuron,gain", NEURONS[:1] + NEURONS[3:])
 def test_ottt_o_under_neuron_options_matches_reference(neuron, gain):
     model = grouped_net(neuron, gain)
