@@ -82,6 +82,12 @@ def positive_int(value, name):
     return value
 
 
+def positive_ints(**named):
+    """positive_int for each keyword: a model builder's sizes, named as the caller spelled them."""
+    for name, value in named.items():
+        positive_int(value, name)
+
+
 def boolean(value, name):
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")

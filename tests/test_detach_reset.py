@@ -285,11 +285,43 @@ def test_convert_carries_detach_reset():
     assert ottt_cuda.convert(nn.Sequential(neuron.LIFNode()))[0].detach_reset is False  # SpikingJelly's default
 
 
-def test_convert_snntorch_leaky_detaches_the_reset():
+@pytest.mark.parametrize("reset_delay", [True, False])
+def test_convert_snntorch_leaky_bptt_gradients_equal_snntorchs(reset_delay):
+    """snnTorch's zero reset is detached with reset_delay (mem_reset detaches the spike) and back-propagated
+    through without it (mem - spk * mem): convert carries that over, so BPTT through the converted model
+    gives snnTorch's own gradients, and the other choice of detach_reset would not."""
     snn = pytest.importorskip("snntorch", reason="snntorch is not installed")
-    conv = ottt_cuda.convert(nn.Sequential(nn.Linear(2, 3), snn.Leaky(beta=0.5, init_hidden=True, reset_delay=False)))
-    # snnTorch computes its reset from a detached spike (Leaky.mem_reset).
-    assert conv[1].detach_reset is True
+    T, B = 6, 5
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 7), snn.Leaky(beta=0.7, threshold=0.8, init_hidden=True,
+                                                   reset_mechanism="zero", reset_delay=reset_delay), nn.Linear(7, 3))
+    with torch.no_grad():
+        net[0].weight.mul_(2)  # livelier: about 20% of the neurons fire
+    converted = {flag: ottt_cuda.convert(net) for flag in ("as converted", "flipped")}
+    assert converted["as converted"][1].detach_reset is reset_delay
+    converted["flipped"][1].detach_reset = not reset_delay
+    x = torch.rand(T, B, 4) * 2
+
+    net[1].reset_hidden()  # snnTorch, one step at a time, float32 (its membrane state is float32)
+    spikes, outs = [], []
+    for t in range(T):
+        spikes.append(net[1](net[0](x[t])))
+        outs.append(net[2](spikes[-1]))
+    assert 0.05 < torch.stack(spikes).mean().item() < 0.95
+    (torch.stack(outs) ** 2).sum().backward()
+    expected = net[0].weight.grad
+
+    grads = {}
+    for flag, model in converted.items():
+        ottt_cuda.set_mode(model, "bptt")
+        onn.set_step_mode(model, "m")
+        ottt_cuda.reset(model)
+        out = model(x)
+        torch.testing.assert_close(out, torch.stack(outs), rtol=1e-6, atol=1e-6)
+        (out ** 2).sum().backward()
+        grads[flag] = model[0].weight.grad
+    torch.testing.assert_close(grads["as converted"], expected, rtol=1e-5, atol=1e-5)
+    assert (grads["flipped"] - expected).abs().max() > 0.1 * expected.abs().max()
 
 
 def test_default_is_detached_and_bad_values_are_named():

@@ -9,7 +9,7 @@ import tarfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = ("versions", "wheels", "build", "build_info", "smoke", "op_tests", "nn_cuda", "nn_triton",
-         "kernels_fp32", "memory", "sanitizer", "kernels_bf16")
+         "kernels_fp32", "memory", "sanitizer", "kernels_bf16", "imagenet_step", "quick_bench")
 
 
 def test_gpu_suite_dry_run(tmp_path):
@@ -22,7 +22,8 @@ def test_gpu_suite_dry_run(tmp_path):
     positions = [out.find(f"== {s} (timeout ") for s in STEPS]
     assert -1 not in positions, out
     assert positions == sorted(positions), "steps out of priority order"
-    for script in ("benchmarks/gpu_ops_check.py", "benchmarks/kernels.py", "-m ottt_cuda.bench"):
+    for script in ("benchmarks/gpu_ops_check.py", "benchmarks/kernels.py", "benchmarks/imagenet_step.py",
+                   "-m ottt_cuda.bench"):
         assert f"dry run: {script} --help parses" in out
     assert "CUDA tests collected" in out and " 0 CUDA tests" not in out
     assert "dry run: pytest_cuda_backend plugin loads" in out

@@ -84,6 +84,11 @@ CASES = [
     ("weight", TypeError, lambda: onn.standardize([[1.0]], None, 1e-4)),
     ("weight", ValueError, lambda: onn.standardize(torch.ones(3), None, 1e-4)),
     ("inplace", TypeError, lambda: ottt_cuda.convert(_model(), inplace="yes")),
+    # model builders: their own argument is named, not an inner layer's
+    ("num_classes.*>= 1", ValueError, lambda: ottt_cuda.models.r400(0)),
+    ("num_classes.*int", TypeError, lambda: ottt_cuda.models.vgg11_ws("a")),
+    ("in_channels.*>= 1", ValueError, lambda: ottt_cuda.models.nf_resnet34(10, in_channels=0)),
+    ("fc_hw.*>= 1", ValueError, lambda: ottt_cuda.models.vgg11f_ws(10, fc_hw=0)),
     # backend selection
     ("set_backend.*string", TypeError, lambda: ottt_cuda.set_backend(3)),
     ("device", ValueError, lambda: ottt_cuda.get_backend("gpu")),

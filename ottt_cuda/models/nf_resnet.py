@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from .. import nn as onn
+from .._validation import positive_ints as check_sizes
 from ._init import init_paper
 from .vgg import WS_GAMMA
 
@@ -80,4 +81,5 @@ class NFResNet(nn.Module):
 
 
 def nf_resnet34(num_classes=1000, alpha=0.2, tau=2.0, in_channels=3):
+    check_sizes(num_classes=num_classes, in_channels=in_channels)
     return NFResNet((3, 4, 6, 3), num_classes, alpha, tau, in_channels)

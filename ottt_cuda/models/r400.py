@@ -5,6 +5,7 @@ Theorem 2 of the supplementary)."""
 import torch.nn as nn
 
 from .. import nn as onn
+from .._validation import positive_ints as check_sizes
 from ._init import init_paper
 
 
@@ -22,4 +23,5 @@ class R400(nn.Module):
 
 
 def r400(num_classes=10, **kwargs):
+    check_sizes(num_classes=num_classes)
     return R400(num_classes, **kwargs)

@@ -3,6 +3,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import nn as onn
+from .._validation import positive_ints as check_sizes
 from ._init import init_paper
 
 VGG11_CFG = [64, 128, "A", 256, 256, "A", 512, 512, "A", 512, 512]
@@ -46,6 +47,7 @@ class VGGWS(nn.Module):
 
 
 def vgg11_ws(num_classes=10, in_channels=3, fc_hw=1, dropout=0.0, tau=2.0):
+    check_sizes(num_classes=num_classes, in_channels=in_channels, fc_hw=fc_hw)
     return VGGWS(VGG11_CFG, num_classes, in_channels, fc_hw, dropout, tau)
 
 
@@ -85,4 +87,5 @@ class VGGFWS(VGGWS):
 
 
 def vgg11f_ws(num_classes=10, in_channels=3, fc_hw=1, dropout=0.0, tau=2.0):
+    check_sizes(num_classes=num_classes, in_channels=in_channels, fc_hw=fc_hw)
     return VGGFWS(VGG11_CFG, num_classes, in_channels, fc_hw, dropout, tau)
