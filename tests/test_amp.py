@@ -51,6 +51,9 @@ def data(seed=1):
     return 2.0 * torch.rand(B, 2, 6, 6, generator=g), torch.randint(0, CLASSES, (B,), generator=g)
 
 
+# The compiled outer_accumulate_ takes half inputs; the PyTorch reference (the fallback without _C) casts them to
+# float32 on purpose before its matmul, which this dispatcher log would (rightly) see as a float32 mm.
+@pytest.mark.skipif(not ottt_cuda.build_info()["cpu_compiled"], reason="needs the compiled CPU kernels")
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_train_step_runs_synapses_in_the_autocast_dtype(amp):
     model = small_net()
