@@ -10,6 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import memory_budget as _budget
 from .nn import _state
 from .nn.ws import hoisted
 
@@ -210,7 +211,7 @@ def _optimizer_step(optimizer, scaler):
 
 
 def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chunk=None, k=None, amp=None,
-               scaler=None, sequence=None, check_finite=False):
+               scaler=None, sequence=None, check_finite=False, memory_budget=None):
     """One training step on a batch; returns (loss, output_sum), both detached.
 
     mode: "ottt_a" (backward every step, one optimizer step at the end;
@@ -219,6 +220,12 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
     (backward at k random steps, drawn first thing from torch's global RNG),
     "bptt" (whole sequence multi-step, one backward). chunk=K with "ottt_a" or
     "sltt": the online gradients K steps at a time (identical gradients).
+    chunk="auto" with "ottt_a" and memory_budget=BYTES (a number, or a string like
+    "6GB" / "512MiB"): the largest chunk whose step fits the budget (state + bytes
+    saved for backward, measured on the first call per model, input shape and T,
+    which runs chunks of 1; a budget below that minimum raises ValueError before
+    the optimizer step); the choice is logged (logger "ottt_cuda.training", INFO) and kept in
+    model.ottt_chunk_plan (a memory_budget.ChunkPlan: .chunk, .per_step_bytes, ...).
     x: static [B, ...] or sequence [T, B, ...] (`sequence` resolves ambiguity).
     amp: None, "bf16" or "fp16" autocast; `scaler` a torch.amp.GradScaler
     (recommended for fp16). The model's states are reset first.
@@ -236,8 +243,18 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
         raise ValueError(f"loss_alpha must be a number in [0, 1], got {loss_alpha!r}")
     y_max = _check_targets(y, x, optimizer, scaler)
     y = y.long()  # cross_entropy/one_hot take int64 (or uint8) targets only; any integer dtype is accepted here
+    auto = isinstance(chunk, str) and chunk == "auto"
+    if auto:
+        if mode != "ottt_a":
+            raise ValueError(f"chunk='auto' is supported with mode 'ottt_a' only, got mode {mode!r}")
+        if memory_budget is None:
+            raise ValueError("chunk='auto' needs memory_budget (bytes, or a string like '6GB')")
+        memory_budget = _budget.parse_bytes(memory_budget, "memory_budget")
+    elif memory_budget is not None:
+        raise ValueError(f"memory_budget is only used with chunk='auto', got chunk={chunk!r}")
     if chunk is not None:
-        chunk = _positive_int(chunk, "chunk")
+        if not auto:
+            chunk = _positive_int(chunk, "chunk")
         if mode not in ("ottt_a", "sltt"):
             raise ValueError(f"chunk is supported with mode 'ottt_a' or 'sltt', got mode {mode!r}")
         if _sequential_only(model):
@@ -276,28 +293,62 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
             _optimizer_step(optimizer, scaler)
         return run.loss, run.out_sum
 
-    # Weights are constant during the step: standardize WS weights once.
-    with hoisted(model):
-        if mode == "bptt":
-            if _sequential_only(model):
-                loss = sum(run.step(x_at(t), backward=False) for t in range(T))
-                run.backward(loss)
-            else:
-                run.chunk(x_slice(0, T))
-        elif chunk is not None:
-            for t0 in range(0, T, chunk):
-                run.chunk(x_slice(t0, min(chunk, T - t0)))
-        else:
-            for t in range(T):
-                if chosen is None or t in chosen:
-                    run.step(x_at(t))
+    budget_key = counter = None
+    if auto:
+        is_sequence = x_slice(0, 1).dim() == x.dim()  # a static x gains the time dimension here
+        budget_key = _budget.cache_key(x, T, is_sequence, amp, model.training)
+        if _budget.recall(model, budget_key) is None:
+            # Runs until the WS weights' hoisting is undone (it saves tensors for the weights' backward).
+            counter = _budget.StepMemoryCounter(model, held=(x,)).start()
+    try:
+        # Weights are constant during the step: standardize WS weights once.
+        with hoisted(model):
+            if mode == "bptt":
+                if _sequential_only(model):
+                    loss = sum(run.step(x_at(t), backward=False) for t in range(T))
+                    run.backward(loss)
                 else:
-                    with torch.no_grad():
-                        run.step(x_at(t), backward=False)
+                    run.chunk(x_slice(0, T))
+            elif auto:
+                _auto_chunks(run, model, x_slice, T, memory_budget, budget_key, counter)
+            elif chunk is not None:
+                for t0 in range(0, T, chunk):
+                    run.chunk(x_slice(t0, min(chunk, T - t0)))
+            else:
+                for t in range(T):
+                    if chosen is None or t in chosen:
+                        run.step(x_at(t))
+                    else:
+                        with torch.no_grad():
+                            run.step(x_at(t), backward=False)
+    finally:
+        if counter is not None:
+            counter.stop()
+    if counter is not None:
+        _budget.remember(model, budget_key, counter)
+        # Raises (before any optimizer step) when even chunk = 1 exceeds the budget.
+        _budget.announce(model, _budget.choose_chunk(*_budget.recall(model, budget_key), memory_budget, T))
     if check_finite:
         _check_finite(model, optimizer, run.loss, scaler, None)
     _optimizer_step(optimizer, scaler)
     return run.loss, run.out_sum
+
+
+def _auto_chunks(run, model, x_slice, T, budget, key, counter):
+    """OTTT_A with the largest chunk that fits `budget`. The first call per (model, input shape,
+    T) (`counter` given) runs chunks of one time step, the least memory possible, while the
+    counter measures them; the chunk is chosen after it (train_step). Any chunking gives the
+    same gradients."""
+    if counter is not None:
+        counter.begin_steps()
+        for t in range(T):
+            run.chunk(x_slice(t, 1))
+        counter.end_steps()
+        return
+    plan = _budget.choose_chunk(*_budget.recall(model, key), budget, T)
+    _budget.announce(model, plan)
+    for t0 in range(0, T, plan.chunk):
+        run.chunk(x_slice(t0, min(plan.chunk, T - t0)))
 
 
 def evaluate(model, x, T, *, sequence=None, amp=None):

@@ -12,6 +12,7 @@ import sys
 
 import torch
 
+from ..memory_budget import parse_bytes
 from ..training import TRAIN_MODES
 from .recipes import DATASETS, RECIPES, ConfigError
 
@@ -41,7 +42,10 @@ def parser():
     a("--loss-alpha", type=float, help="weight of the MSE term: (1-a) CE + a MSE")
     a("--model", choices=MODELS)
     a("--k", type=int, help="SLTT-K: number of time steps back-propagated (default ceil(T/2))")
-    a("--chunk", type=int, help="OTTT_A/SLTT: compute the online gradients this many steps at a time")
+    a("--chunk", type=_chunk, help="OTTT_A/SLTT: compute the online gradients this many steps at a time; 'auto' "
+                                   "(OTTT_A, with --memory-budget): the largest chunk that fits the budget")
+    a("--memory-budget", metavar="SIZE", help="with --chunk auto: bytes a training step may keep for backward "
+                                             "(state + saved tensors), e.g. 6GB (10^9), 512MiB (2^20), 1e9")
     a("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast precision")
     a("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     a("--data-dir", help="where the data set lives. fmnist: the 4 IDX files; cifar10/100: torchvision's folder; "
@@ -69,17 +73,37 @@ def parser():
     return p
 
 
+def _chunk(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
+
+
+def _learning_rate(args, r, batch):
+    """(lr, note): the paper rescales the learning rate linearly with the batch size (supplementary
+    C.2: batch 1 trains with 0.1/128 for the recipe's 0.1 at 128) unless --lr is given."""
+    if args.lr is not None or batch == r.batch or batch <= 0:
+        return (args.lr if args.lr is not None else r.lr), None
+    lr = r.lr * batch / r.batch
+    return lr, (f"lr {lr:g} = {r.lr:g} x {batch}/{r.batch} (linear rescaling for --batch {batch}; "
+                "--lr overrides)")
+
+
 def resolve(args):
     """The run's configuration: recipe defaults overridden by the given options."""
     r = RECIPES[args.dataset]
     mode = args.mode or r.mode
     T = args.T if args.T is not None else r.T
+    batch = args.batch if args.batch is not None else r.batch
+    lr, lr_note = _learning_rate(args, r, batch)
     cfg = {
         "dataset": args.dataset, "mode": mode, "T": T,
         "model": args.model or r.model, "num_classes": r.num_classes, "in_channels": r.in_channels,
         "epochs": args.epochs if args.epochs is not None else r.epochs,
-        "batch": args.batch if args.batch is not None else r.batch,
-        "lr": args.lr if args.lr is not None else r.lr,
+        "batch": batch, "lr": lr, "lr_note": lr_note,
         "wd": args.wd if args.wd is not None else r.weight_decay(mode),
         "momentum": args.momentum if args.momentum is not None else 0.9,
         "optimizer": args.optimizer or r.optimizer,
@@ -87,7 +111,7 @@ def resolve(args):
         "dropout": args.dropout if args.dropout is not None else r.dropout,
         "loss_alpha": args.loss_alpha if args.loss_alpha is not None else r.loss_alpha,
         "k": (args.k if args.k is not None else (T + 1) // 2) if mode == "sltt_k" else None,
-        "chunk": args.chunk, "amp": None if args.amp == "none" else args.amp,
+        "chunk": args.chunk, "memory_budget": _budget(args, mode), "amp": None if args.amp == "none" else args.amp,
         "device": args.device, "data_dir": args.data_dir,
         "out_dir": args.out_dir or f"runs/{args.dataset}-{mode}",
         "seed": args.seed, "workers": args.workers if args.workers is not None else r.workers,
@@ -98,6 +122,8 @@ def resolve(args):
     }
     for key in ("T", "epochs", "batch", "workers", "threads", "k", "chunk", "stop_after", "limit_batches", "image_size"):
         v = cfg[key]
+        if v == "auto":
+            continue
         if v is not None and (v < 0 or (v == 0 and key not in ("epochs", "workers"))):
             raise ConfigError(f"--{key.replace('_', '-')} must be {'>= 0' if key in ('epochs', 'workers') else '>= 1'}"
                              f", got {v}")
@@ -107,6 +133,22 @@ def resolve(args):
     if cfg["k"] is not None and cfg["k"] > T:
         raise ConfigError(f"--k ({cfg['k']}) must be <= T ({T})")
     return cfg
+
+
+def _budget(args, mode):
+    """--memory-budget in bytes; it goes with --chunk auto (OTTT_A), and --chunk auto needs it."""
+    if args.chunk == "auto" and mode != "ottt_a":
+        raise ConfigError(f"--chunk auto works with --mode ottt_a only, not {mode}")
+    if args.memory_budget is None:
+        if args.chunk == "auto":
+            raise ConfigError("--chunk auto needs --memory-budget SIZE (e.g. 6GB, 512MiB, 1e9)")
+        return None
+    if args.chunk != "auto":
+        raise ConfigError("--memory-budget is only used with --chunk auto")
+    try:
+        return parse_bytes(args.memory_budget, "--memory-budget")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_ranges(cfg, args):

@@ -147,13 +147,15 @@ def run_epoch(model, loader, optimizer, scaler, cfg, device, sequence, epoch, d)
         try:
             loss, out = train_step(model, x, y, optimizer, T=cfg["T"], mode=cfg["mode"],
                                    loss_alpha=cfg["loss_alpha"], chunk=cfg["chunk"], k=cfg["k"], amp=cfg["amp"],
-                                   scaler=scaler, sequence=sequence, check_finite=True)
+                                   scaler=scaler, sequence=sequence, check_finite=True,
+                                   memory_budget=cfg.get("memory_budget"))
         except NonFiniteLossError as e:
             bar.close()
             raise TrainingDiverged(f"non-finite loss: stopped at epoch {epoch + 1}, step {i + 1} of {n_batches}: "
                                    f"{e.reason}; nothing of this epoch was saved (the last checkpoint is the end of "
                                    f"the last good epoch). Hint: lower --lr (now {cfg['lr']:g}); {DIVERGED_HINT}"
                                    ) from None
+        _report_chunk(model, d)
         b = y.numel()
         loss_sum += float(loss) * b
         correct += int((out.argmax(1) == y).sum())
@@ -163,6 +165,15 @@ def run_epoch(model, loader, optimizer, scaler, cfg, device, sequence, epoch, d)
     if d.enabled:
         loss_sum, correct, total = distributed.all_reduce_sum([loss_sum, correct, total], device)
     return loss_sum / max(total, 1), correct / max(total, 1), bar.n, bar.rate()
+
+
+def _report_chunk(model, d):
+    """--chunk auto: log the chunk the memory budget allows, when it is chosen or changes
+    (a new input shape, e.g. the last partial batch)."""
+    plan = model.__dict__.get("ottt_chunk_plan")
+    if plan is not None and model.__dict__.get("_ottt_reported_plan") != plan:
+        model.__dict__["_ottt_reported_plan"] = plan
+        log(str(plan), d)
 
 
 class MetricsWriter:
@@ -206,6 +217,8 @@ def run(cfg):
 
 
 def _run(cfg, d):
+    if cfg.get("lr_note"):  # the first line: the learning rate is not the recipe's
+        log(cfg["lr_note"], d)
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
     device = pick_device(cfg, d)
@@ -274,7 +287,7 @@ def _run(cfg, d):
             # Nothing of this epoch is saved: checkpoint.pt stays the end of the last good epoch.
             if not d.main:
                 raise
-            result = _result(cfg, d, device, out_dir, ckpt_path, start_epoch + ran, test_acc, best, train_time,
+            result = _result(cfg, d, device, out_dir, ckpt_path, start_epoch + ran, test_acc, best, train_time, model,
                              epoch_times)
             result["complete"], result["error"] = False, str(e)
             _write_result(out_dir, result)
@@ -321,7 +334,7 @@ def _run(cfg, d):
 
     if not d.main:
         return None
-    result = _result(cfg, d, device, out_dir, ckpt_path, epochs_done, test_acc, best, train_time, epoch_times)
+    result = _result(cfg, d, device, out_dir, ckpt_path, epochs_done, test_acc, best, train_time, model, epoch_times)
     if stats_summary is not None:
         result["firing_rate"] = stats_summary["firing_rate"]
         result["spikes_per_neuron"] = stats_summary["spikes_per_neuron"]
@@ -329,14 +342,20 @@ def _run(cfg, d):
     return result
 
 
-def _result(cfg, d, device, out_dir, ckpt_path, epochs_done, test_acc, best, train_time, epoch_times):
+def _result(cfg, d, device, out_dir, ckpt_path, epochs_done, test_acc, best, train_time, model, epoch_times):
     return {"dataset": cfg["dataset"], "mode": cfg["mode"], "model": cfg["model"], "T": cfg["T"],
             "epochs": epochs_done, "epochs_target": cfg["epochs"], "complete": epochs_done >= cfg["epochs"],
             "test_acc": test_acc, "best_test_acc": best, "train_time_s": train_time,
             "epoch_time_s": (sum(epoch_times) / len(epoch_times)) if epoch_times else None,
             "batch": cfg["batch"], "lr": cfg["lr"], "wd": cfg["wd"], "world_size": d.world,
+            "chunk": _chosen_chunk(cfg, model),
             "device": str(device), "out_dir": out_dir,
             "checkpoint": ckpt_path if os.path.exists(ckpt_path) else None}
+
+
+def _chosen_chunk(cfg, model):
+    plan = model.__dict__.get("ottt_chunk_plan") if cfg.get("chunk") == "auto" else None
+    return plan.chunk if plan is not None else cfg.get("chunk")
 
 
 def _write_result(out_dir, result):
