@@ -1,14 +1,15 @@
 """A memory budget instead of a chunk size: train_step(..., chunk="auto", memory_budget=BYTES).
 
-Under OTTT_A with chunk=K, the memory a step needs is the model's state (membranes, traces,
-hoisted standardized weights, the input) plus what autograd saves for the backward of one chunk,
-which grows with K: peak(K) <= fixed + K * per_step. Both terms are measured once, on the first
-step for a (model, input shape, T), by counting the tensors packed for backward
-(torch.autograd.graph.saved_tensors_hooks) while that step runs as chunks of 1 (the least memory
-OTTT_A needs; exact like any chunking, so nothing is computed twice). Later calls use the chosen K. The chosen chunk is the largest K <= T
-with fixed + K * per_step <= budget. The bound is exact when every saved tensor grows with the
-chunk (conv nets); where a K-independent tensor is saved at every step it is counted K times, so
-the choice errs on the safe (smaller) side.
+Under OTTT_A with chunk=K, a step keeps the model's state (membranes, traces, hoisted standardized
+weights, the input) plus what autograd saves for the backward of one chunk, which grows with K;
+after the last chunk the hoisted WS weights' backward saves its own tensors once. So
+    peak(K) <= max(fixed + K * per_step, outside).
+The three terms are measured once per (model, input shape, T), on the first step, by counting the
+tensors packed for backward (torch.autograd.graph.saved_tensors_hooks) while that step runs as
+chunks of 1 (the least memory OTTT_A needs; exact like any chunking, so nothing is computed twice).
+Later calls use the largest K <= T that fits. The bound is exact when every per-step saved tensor
+grows with the chunk (conv nets); a K-independent tensor saved at every step is counted K times,
+so the choice errs on the safe (smaller) side.
 
 Counting convention (the same as the benchmark's saved_mb): each storage once, while autograd
 holds it; parameters are not counted (every method keeps them); tensors the layers keep between
