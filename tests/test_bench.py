@@ -218,3 +218,71 @@ def test_forked_worker_matches_the_in_process_record_and_reports_errors():
     assert forked["saved_mb"] == here["saved_mb"] and forked["T"] == 2 and forked["peak_mb"] >= 0
     bad = launch.run_config(dict(config, model="no_such_model"), timeout=300)
     assert bad["saved_mb"] is None and "no_such_model" in bad["error"]
+
+
+# --- SpikingJelly's memory optimizer (sj_bptt_memopt): exact BPTT, checked before it is timed ---
+
+def _needs_memopt():
+    if not methods.memopt_available():
+        pytest.skip("SpikingJelly with activation_based.memopt is not installed")
+
+
+def test_sj_bptt_memopt_record_is_checked_against_sj_bptt_then_timed():
+    _needs_memopt()
+    config = dict(method="sj_bptt_memopt", T=2, batch=1, device="cpu", model="vgg11_ws", iters=1, threads=1)
+    rec = worker.run(config)
+    check = rec["check"]
+    assert check["reference"] == "sj_bptt" and check["passed"] is True
+    assert 0 <= check["max_rel_err"] <= check["rtol"] == methods.GRAD_RTOL
+    assert rec["iter_s"] > 0 and rec["peak_mb"] >= 0 and rec["saved_mb"] > 0 and len(rec["iter_s_all"]) == 1
+    plain = worker.run(dict(config, method="sj_bptt"))
+    assert plain["check"] is None
+    assert rec["loss"] == pytest.approx(plain["loss"], rel=1e-6)  # same weights, same input
+    # memopt took effect: checkpointed blocks keep (1-bit) inputs, not every activation
+    assert rec["saved_mb"] < 0.5 * plain["saved_mb"]
+
+
+def test_sj_bptt_memopt_with_a_perturbed_weight_fails_its_check_and_is_not_timed(monkeypatch):
+    _needs_memopt()
+    real_build = methods.build
+    calls = []
+
+    def perturbed_build(method, *args, **kwargs):
+        model, step = real_build(method, *args, **kwargs)
+        if method != "sj_bptt_memopt":
+            return model, step
+        with torch.no_grad():
+            next(model.parameters()).mul_(1.01)  # the first conv's weight, 1% off
+
+        def counted_step(*a):
+            calls.append(1)
+            return step(*a)
+        return model, counted_step
+
+    monkeypatch.setattr(methods, "build", perturbed_build)
+    rec = cli._in_process(dict(method="sj_bptt_memopt", T=2, batch=1, device="cpu", model="vgg11_ws", iters=1,
+                               threads=1))
+    assert rec["iter_s"] is None and rec["peak_mb"] is None and rec["saved_mb"] is None
+    assert "GradientMismatch" in rec["error"] and "differ from sj_bptt's" in rec["error"]
+    assert len(calls) == 1  # the gradient check's step only: no warm-up, no timed step
+
+
+def test_sj_bptt_memopt_is_in_full_not_in_quick():
+    _needs_memopt()
+    assert "sj_bptt_memopt" in cli.parse_args(["--full"]).methods
+    assert "sj_bptt_memopt" not in cli.parse_args([]).methods
+
+
+def test_sj_bptt_memopt_is_dropped_when_memopt_is_missing(monkeypatch, capsys):
+    monkeypatch.setattr(methods, "spikingjelly_available", lambda: True)
+    monkeypatch.setattr(methods, "memopt_available", lambda: False)
+    assert "sj_bptt_memopt" not in methods.available_methods("vgg11_ws")
+    assert {"sj_ottt", "sj_bptt"} <= set(methods.available_methods("vgg11_ws"))
+    args = cli.parse_args(["--methods", "sj_bptt", "sj_bptt_memopt", "--no-plot"])
+    assert args.methods == ["sj_bptt"]
+    assert "skipping sj_bptt_memopt" in capsys.readouterr().err
+
+
+def test_memopt_level_is_1_on_cpu_4_on_cuda():
+    # levels 2-4 search by measuring CUDA peak memory: they raise without CUDA
+    assert methods.memopt_level("cpu") == 1 and methods.memopt_level("cuda") == 4

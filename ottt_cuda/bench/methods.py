@@ -11,6 +11,12 @@ spiking_vggws_ottt is the paper's VGG-11 sWS):
   (step_mode 'm', soft reset, detached reset, tau 2, sigmoid(4) surrogate);
   SpikingJelly 2 picks its LIF implementation itself (its torch kernel on CPU,
   native CUDA / Triton on GPU; SJ_LIF_CUDA_IMPLEMENTATION overrides).
+- sj_bptt_memopt: sj_bptt with SpikingJelly 2's memory optimizer
+  (memopt.optimize_memory: level 1 = gradient checkpointing of every layer,
+  whose spike input is stored in 1 bit; level 4 on CUDA adds its searches over
+  temporal splits and unwrapping, which measure CUDA peak memory and so need
+  CUDA). Exact BPTT, so before it is timed its gradients are checked against
+  plain sj_bptt's on the same weights and input (check_gradients).
 """
 import importlib.util
 
@@ -20,7 +26,7 @@ from .. import models as _models
 from ..training import step_loss, train_step
 
 OURS = ("ottt_a", "ottt_o", "ottt_a_chunk", "sltt", "bptt")
-PEERS = ("sj_ottt", "sj_bptt")
+PEERS = ("sj_ottt", "sj_bptt", "sj_bptt_memopt")
 ALL_METHODS = OURS + PEERS
 CHUNK = 4
 LOSS_ALPHA = 0.05  # the paper's CE/MSE mix
@@ -40,12 +46,23 @@ def spikingjelly_available():
     return importlib.util.find_spec("spikingjelly") is not None
 
 
+def memopt_available():
+    """SpikingJelly >= 2.0 ships activation_based.memopt; older releases do not."""
+    if not spikingjelly_available():
+        return False
+    try:
+        return importlib.util.find_spec("spikingjelly.activation_based.memopt") is not None
+    except ImportError:
+        return False
+
+
 def available_methods(model_name):
     """Methods that can run on this model here (peers need SpikingJelly and a
-    model it has; chunking needs a model without feedback between steps)."""
+    model it has, sj_bptt_memopt its memopt package; chunking needs a model
+    without feedback between steps)."""
     out = [m for m in OURS if not (m == "ottt_a_chunk" and model_name == "vgg11f_ws")]
     if MODELS[model_name][3] and spikingjelly_available():
-        out += list(PEERS)
+        out += [m for m in PEERS if m != "sj_bptt_memopt" or memopt_available()]
     return out
 
 
@@ -67,9 +84,11 @@ def _sj_neuron_kwargs():
                 surrogate_function=surrogate.Sigmoid(alpha=4.0))
 
 
-def build(method, model_name, device, seed=0):
+def build(method, model_name, device, seed=0, example=None):
     """(model, step(x, y, optimizer, T) -> loss tensor). The peers get our
-    model's initial weights (same parameter names)."""
+    model's initial weights (same parameter names). sj_bptt_memopt needs
+    example=(x, T): memopt probes the model with one representative forward.
+    step(x, y, None, T) computes the gradients without an optimizer step."""
     factory, _, classes, _ = MODELS[model_name]
     torch.manual_seed(seed)
     ours = factory(classes).to(device)
@@ -86,6 +105,8 @@ def build(method, model_name, device, seed=0):
         raise ValueError(f"unknown method {method!r}; one of {ALL_METHODS}")
     if model_name != "vgg11_ws":
         raise ValueError(f"{method} runs only on vgg11_ws (SpikingJelly's spiking_vggws_ottt)")
+    if method == "sj_bptt_memopt" and example is None:
+        raise ValueError("sj_bptt_memopt needs example=(x, T): memopt probes the model with a representative input")
     from spikingjelly.activation_based import functional, neuron
     from spikingjelly.activation_based.model import spiking_vggws_ottt as sjv
 
@@ -102,25 +123,122 @@ def build(method, model_name, device, seed=0):
         def step(x, y, opt, T):
             # SpikingJelly's OTTT example: backward at every step, step the optimizer once.
             functional.reset_net(net)
-            opt.zero_grad(set_to_none=True)
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
             total = torch.zeros((), device=x.device)
             for _ in range(T):
                 out = net(x)
                 loss = step_loss(out, y, T, LOSS_ALPHA)
                 loss.backward()
                 total += loss.detach()
-            opt.step()
+            if opt is not None:
+                opt.step()
             return total
-    else:
-        def step(x, y, opt, T):
-            functional.reset_net(net)
+        return net, step
+
+    def sequence_input(x, T):
+        return x.unsqueeze(0).expand(T, *x.shape).contiguous()
+
+    if method == "sj_bptt_memopt":
+        _optimize_memory(net, sequence_input(example[0], example[1]), torch.device(device))
+
+    def step(x, y, opt, T):
+        functional.reset_net(net)
+        if opt is not None:
             opt.zero_grad(set_to_none=True)
-            out = net(x.unsqueeze(0).expand(T, *x.shape).contiguous())  # [T, B, classes]
-            loss = sum(step_loss(out[t], y, T, LOSS_ALPHA) for t in range(T))
-            loss.backward()
+        out = net(sequence_input(x, T))  # [T, B, classes]
+        loss = sum(step_loss(out[t], y, T, LOSS_ALPHA) for t in range(T))
+        loss.backward()
+        if opt is not None:
             opt.step()
-            return loss.detach()
+        return loss.detach()
     return net, step
+
+
+def memopt_level(device):
+    """Level 1 (checkpointing + 1-bit spikes) on the CPU: levels 2-4 search by
+    measuring CUDA peak memory and raise without CUDA. Level 4 (all stages) on CUDA."""
+    return 4 if torch.device(device).type == "cuda" else 1
+
+
+def _optimize_memory(net, example_seq, device):
+    """SpikingJelly's VGG is one flat Sequential; memopt checkpoints modules of
+    a given type. Regroup it into one block per layer, from the previous LIF's
+    spikes to this layer's LIF (scale, pool, conv, LIF), so that every block
+    but the first has a binary input, which memopt stores in 1 bit. Parameters
+    keep their order (check_gradients compares them in order)."""
+    from spikingjelly.activation_based import functional, layer, memopt, neuron
+
+    class SpikeInputBlock(torch.nn.Sequential):
+        pass
+
+    blocks, current = [], []
+    for module in net.features:
+        current.append(module)
+        if isinstance(module, neuron.BaseNode):
+            blocks.append(SpikeInputBlock(*current))
+            current = []
+    net.features = torch.nn.Sequential(*blocks, *current)
+
+    def example_forward(model):
+        functional.reset_net(model)
+        return model(example_seq)
+
+    # split_fn / can_chunk as SpikingJelly's own SEW-ResNet builder passes them (used from level 2 on):
+    # a block splits into its layers; convolutions and neurons (state carried by the wrapper) chunk over T.
+    memopt.optimize_memory(net, SpikeInputBlock, example_forward, level=memopt_level(device),
+                           split_fn=lambda m: tuple(m) if isinstance(m, SpikeInputBlock) else (),
+                           can_chunk=lambda m: isinstance(m, (layer.Conv2d, neuron.BaseNode)))
+    functional.reset_net(net)
+
+
+# method -> the method whose gradients it must reproduce exactly
+REFERENCES = {"sj_bptt_memopt": "sj_bptt"}
+# Per parameter tensor, max |g - g_ref| <= GRAD_RTOL * max |g_ref|. Recomputing the same
+# float32 ops (checkpointing) and storing 0/1 spikes in 1 bit are exact; what may differ is
+# summation order, ~1e-6 relative. A wrong gradient (a weight off by 1%, a dropped time step,
+# a spike stored wrongly) moves gradients by 1e-2 relative or more.
+GRAD_RTOL = 1e-4
+
+
+class GradientMismatch(AssertionError):
+    """A method's gradients differ from its reference's: its timings would be meaningless."""
+
+
+def _gradients(model, step, x, y, T):
+    model.zero_grad(set_to_none=True)
+    step(x, y, None, T)
+    grads = [p.grad.detach().clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def check_gradients(method, model, step, model_name, device, x, y, T, seed=0):
+    """None for a method without a reference; else checks that `model`'s
+    gradients equal the reference method's on the same weights (same seed) and
+    input, raising GradientMismatch otherwise, and returns what was compared."""
+    ref_method = REFERENCES.get(method)
+    if ref_method is None:
+        return None
+    ref_model, ref_step = build(ref_method, model_name, device, seed=seed)
+    ref_model.train()
+    expected = _gradients(ref_model, ref_step, x, y, T)
+    del ref_model, ref_step
+    got = _gradients(model, step, x, y, T)
+    if len(got) != len(expected) or any(g.shape != e.shape for g, e in zip(got, expected)):
+        raise GradientMismatch(f"{method}: parameters differ from {ref_method}'s "
+                               f"({[tuple(g.shape) for g in got]} vs {[tuple(e.shape) for e in expected]})")
+    worst, worst_i = 0.0, 0
+    for i, (g, e) in enumerate(zip(got, expected)):
+        err = float((g - e).abs().max()) / max(float(e.abs().max()), 1e-30)
+        err = err if err == err else float("inf")  # NaN counts as the worst
+        if err > worst:
+            worst, worst_i = err, i
+    if not worst <= GRAD_RTOL:
+        raise GradientMismatch(f"{method} T={T}: gradients differ from {ref_method}'s on the same weights and "
+                               f"input: max |g - g_ref| / max |g_ref| = {worst:.3g} (parameter #{worst_i}) "
+                               f"> {GRAD_RTOL:g}")
+    return {"reference": ref_method, "max_rel_err": worst, "rtol": GRAD_RTOL, "passed": True}
 
 
 def make_optimizer(model):

@@ -2,7 +2,10 @@
 its own: python -m ottt_cuda.bench.worker '<json config>' prints one JSON
 record on its last stdout line.
 
-Order: build the model and input; one warm-up step under the saved-bytes
+Order: build the input and the model; for a method that must reproduce another
+exactly (sj_bptt_memopt: plain sj_bptt), its gradients are checked against the
+other's first, and a mismatch fails the configuration before anything is
+timed; one warm-up step under the saved-bytes
 counter (the deterministic figure; also checks the loss is finite and creates
 the optimizer's state); then `iters` timed steps, each under PeakMemory
 (no hooks there, so timing and peaks are those of a plain step).
@@ -41,9 +44,11 @@ def _run(config):
     device = torch.device(config["device"])
     method, model_name, T, batch = config["method"], config["model"], config["T"], config["batch"]
     iters = max(1, int(config.get("iters", 3)))
-    model, step = methods.build(method, model_name, device, seed=config.get("seed", 0))
+    seed = config.get("seed", 0)
+    x, y = methods.make_input(model_name, batch, device, seed=seed)
+    model, step = methods.build(method, model_name, device, seed=seed, example=(x, T))
     model.train()
-    x, y = methods.make_input(model_name, batch, device, seed=config.get("seed", 0))
+    check = methods.check_gradients(method, model, step, model_name, device, x, y, T, seed=seed)
     opt = methods.make_optimizer(model)
 
     with memory.SavedBytes(model) as sb:
@@ -72,7 +77,7 @@ def _run(config):
         # breakdown and raw samples, for whoever wants to look closer
         "saved_tensors_mb": sb.peak_saved / memory.MB, "state_mb": sb.peak_state / memory.MB,
         "iter_s_all": times, "peak_mb_all": [p / memory.MB for p in peaks], "peak_source": source,
-        "loss": loss, "iters": iters, "threads": torch.get_num_threads(),
+        "loss": loss, "iters": iters, "check": check, "threads": torch.get_num_threads(),
         # the whole configuration (build, warm-up, timed steps): wall and CPU seconds of this
         # process; on a shared machine CPU seconds say what an idle one would need
         "config_wall_s": time.perf_counter() - wall0, "config_cpu_s": time.process_time() - cpu0,
