@@ -8,17 +8,21 @@ peer OTTT is faster than). On a GPU, a larger batch and T up to 16.
 
 full (--full): the paper's sweep, VGG-11 over T = 1..16 (32 on CUDA) with every
 method that can run here, 3 timed steps per configuration: half an hour or more
-on a 2-core CPU.
+on a 2-core CPU. "Every method" includes SpikingJelly's peers when it is
+installed: its OTTT, its BPTT and its BPTT under its memory optimizer
+(sj_bptt_memopt, what a user short of memory with BPTT tries first); the quick
+default leaves the last two out.
 
 Any explicit option (--model, --batch, --T, --methods, --iters) overrides the preset.
 """
 QUICK_METHODS = ("ottt_a", "bptt", "sj_ottt")
+FULL_METHODS = None  # every method methods.available_methods() lists here, sj_bptt_memopt included
 
 PRESETS = {
     ("quick", "cpu"): dict(model="vgg11_ws", batch=4, T=[1, 2, 4, 8], iters=1, methods=QUICK_METHODS),
     ("quick", "cuda"): dict(model="vgg11_ws", batch=32, T=[1, 4, 16], iters=3, methods=QUICK_METHODS),
-    ("full", "cpu"): dict(model="vgg11_ws", batch=16, T=[1, 2, 4, 8, 16], iters=3, methods=None),
-    ("full", "cuda"): dict(model="vgg11_ws", batch=128, T=[1, 2, 4, 8, 16, 32], iters=3, methods=None),
+    ("full", "cpu"): dict(model="vgg11_ws", batch=16, T=[1, 2, 4, 8, 16], iters=3, methods=FULL_METHODS),
+    ("full", "cuda"): dict(model="vgg11_ws", batch=128, T=[1, 2, 4, 8, 16, 32], iters=3, methods=FULL_METHODS),
 }
 
 FULL_COMMAND = "python -m ottt_cuda.bench --full"
