@@ -4,6 +4,7 @@
 
 #include "../op_inputs.h"
 #include "dispatch_flags.h"
+#include "surrogate_avx2.h"  // last: it includes ATen/cpu/vec for AVX2 (see there)
 
 namespace ottt {
 namespace {
@@ -70,6 +71,18 @@ at::Tensor lif_step_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& h_in,
     scalar_t* op = grad_x.data_ptr<scalar_t>();
     dispatch_bool(mp != nullptr, [&](auto has_mask) {
       dispatch_surrogate(kind, [&](auto K) {
+#if OTTT_HAVE_AVX2_PATH
+        // float/double on an AVX2 CPU: the vector loop (exp included); fp16/bf16
+        // keep the scalar loop below, which widens to float per element.
+        if constexpr (std::is_same_v<scalar_t, opmath_t>) {
+          if (has_avx2_fma()) {
+            at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+              avx2::lif_step_bwd_range<K.value, has_mask.value, scalar_t>(zp, gp, mp, op, al, in_scale, begin, end);
+            });
+            return;
+          }
+        }
+#endif
         at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
           for (int64_t i = begin; i < end; ++i) {
             opmath_t gs = opmath_t(gp[i]);
