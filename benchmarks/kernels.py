@@ -301,7 +301,8 @@ def main(argv=None):
 
     stem = args.out or os.path.join(_common.RESULTS, f"kernels_{device}")
     payload = {"command": _common.command_line(), "machine": _common.machine(device),
-               "build_info": ottt_cuda.build_info(), "dtype": args.dtype, "numel": n,
+               "build_info": ottt_cuda.build_info(), "package": os.path.dirname(ottt_cuda.__file__),
+               "threads": torch.get_num_threads(), "dtype": args.dtype, "numel": n,
                "features": [out_f, in_f], "T": args.T, "copy_GBps": copy_gbs, "rows": rows}
     _common.save_json(stem + ".json", payload)
     with open(stem + ".csv", "w", newline="") as f:
