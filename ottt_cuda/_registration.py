@@ -84,6 +84,9 @@ def register():
         ctx.save_for_backward(output[2], mask)
         ctx.args = (tau, v_th, decay_input, surrogate, alpha)
         ctx.has = (v is not None, trace is not None, mask is not None)
+        # Only the spike carries a gradient (membrane, h and trace are detached by the method): let autograd
+        # pass None for the other outputs instead of materializing three zero tensors per call.
+        ctx.set_materialize_grads(False)
 
     def lif_step_backward(ctx, grad_spike, _gv, _gh, _gt):
         h, mask = ctx.saved_tensors
