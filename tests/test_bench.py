@@ -280,7 +280,7 @@ def test_sj_bptt_memopt_is_dropped_when_memopt_is_missing(monkeypatch, capsys):
     assert {"sj_ottt", "sj_bptt"} <= set(methods.available_methods("vgg11_ws"))
     args = cli.parse_args(["--methods", "sj_bptt", "sj_bptt_memopt", "--no-plot"])
     assert args.methods == ["sj_bptt"]
-    assert "skipping sj_bptt_memopt" in capsys.readouterr().err
+    assert "skipping sj_bptt_memopt: it needs SpikingJelly >= 2.0 (spikingjelly.activation_based.memopt)" in capsys.readouterr().err
 
 
 def test_memopt_level_is_1_on_cpu_4_on_cuda():

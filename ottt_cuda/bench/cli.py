@@ -69,13 +69,17 @@ def _usable_methods(p, args, requested, explicit):
     possible = methods.available_methods(args.model)
     usable = [m for m in requested if m in possible]
     dropped = [m for m in requested if m not in possible]
-    if dropped:
-        peers = [m for m in dropped if m in methods.PEERS]
-        if peers and not methods.spikingjelly_available():
+    reasons = {}  # why -> the dropped methods it explains, in the order requested
+    for m in dropped:
+        if m in methods.PEERS and not methods.spikingjelly_available():
             why = "SpikingJelly is not installed (pip install spikingjelly to compare with it)"
+        elif m == "sj_bptt_memopt" and not methods.memopt_available():
+            why = "it needs SpikingJelly >= 2.0 (spikingjelly.activation_based.memopt)"
         else:
             why = f"not available for --model {args.model}"
-        print(f"skipping {' '.join(dropped)}: {why}", file=sys.stderr)
+        reasons.setdefault(why, []).append(m)
+    for why, ms in reasons.items():
+        print(f"skipping {' '.join(ms)}: {why}", file=sys.stderr)
     if not usable:
         p.error(f"--methods {' '.join(requested)}: none can run here ({'explicit' if explicit else 'default'} "
                 f"choice; available for --model {args.model}: {' '.join(possible)})")
