@@ -259,11 +259,13 @@ def _f(v, spec):
 
 def markdown(payload):
     meta = payload["meta"]
+    mach = meta["machine"]
     lines = ["# Online regime (batch 1 and 8) on the CPU", "",
-             f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']['processor']}, "
-             f"{meta['machine']['cpu_count']} cores, {meta['machine']['platform']}; torch {meta['machine']['torch']}, "
-             f"SpikingJelly {meta['machine']['spikingjelly']}, ottt_cuda backend {meta['machine']['ottt_cuda_backend']}  ",
-             f"Threads: {meta['threads']} (vgg11_ws: {meta['vgg_threads']}); rounds: {meta['rounds']} (methods interleaved, median of rounds), "
+             f"Command: `{meta['command']}`  ", f"Machine: {mach['processor']}, "
+             f"{mach['cpu_count']} cores, {mach['platform']}; torch {mach['torch']}, "
+             f"SpikingJelly {mach['spikingjelly']}, ottt_cuda backend {mach['ottt_cuda_backend']}  ",
+             f"Threads: {meta['threads']} (vgg11_ws: {meta['vgg_threads']}); rounds: {meta['rounds']} "
+             "(methods interleaved, median of rounds), "
              f"~{meta['target_s']} s per measurement (at most {meta['max_calls']} calls).  ",
              f"Note: {meta['note']}", "",
              "## Correctness (before timing)", "",
@@ -278,7 +280,7 @@ def markdown(payload):
               "| model | batch | threads | method | samples/s | ms / time step | x sj_ottt | kernel ms / call | "
               "outside-kernel share |", "|---|---|---|---|---|---|---|---|---|"]
     for r in payload["results"]:
-        lines.append(f"| {r['model']} | {r['batch']} | {r['threads']} | {r['method']} | {r['samples_per_s']:.1f} | "
+        lines.append(f"| {r['model']} | {r['batch']} | {r['threads']} | {r['method']} | {r['samples_per_s']:.3g} | "
                      f"{r['ms_per_time_step']:.2f} | {_f(r['ratio_vs_sj_ottt'], '.2f')} | "
                      f"{r['kernel_ms_per_call']:.1f} | {r['outside_kernel_share']:.0%} |")
     lines += ["", "## Today's baseline against issue 11's targets (ottt_a)", "",
@@ -286,7 +288,7 @@ def markdown(payload):
               "|---|---|---|---|---|---|---|---|"]
     for b in payload["baseline_vs_targets"]:
         lines.append(f"| {b['model']} | {b['batch']} | {b['threads']} | {b['metric']} | {b['today']:.2f} | "
-                     f"{b['target']:.0f} | {b['samples_per_s']:.1f} | {_f(b['target_samples_per_s'], '.1f')} |")
+                     f"{b['target']:.0f} | {b['samples_per_s']:.3g} | {_f(b['target_samples_per_s'], '.3g')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -393,10 +395,11 @@ def main(argv=None):
                  "note": args.note, "elapsed_s": time.time() - started,
                  "outside_kernel_share_definition": (
                      "1 - (summed self CPU time of compute ops per call, from torch.profiler over "
-                     "--profile-calls calls) / (wall per call of the same profiled calls); compute ops = every aten:: and "
-                     "ottt_cuda:: operator except views, reshapes, allocation and composites that only dispatch "
-                     "(autograd nodes, Python autograd Functions and Python custom ops are outside); an op's self "
-                     "time includes its own dispatch (lowers the share), the profiler's own cost is outside (raises it)")},
+                     "--profile-calls calls) / (wall per call of the same profiled calls); compute ops = "
+                     "every aten:: and ottt_cuda:: operator except views, reshapes, allocation and composites "
+                     "that only dispatch (autograd nodes, Python autograd Functions and Python custom ops are outside); an op's self "
+                     "time includes its own dispatch (lowers the share), the profiler's own cost is outside "
+                     "(raises it)")},
         "checks": checks,
         "correct": all(c["passed"] for c in checks),
         "results": results,
