@@ -397,7 +397,8 @@ def main(argv=None):
                      "1 - (summed self CPU time of compute ops per call, from torch.profiler over "
                      "--profile-calls calls) / (wall per call of the same profiled calls); compute ops = "
                      "every aten:: and ottt_cuda:: operator except views, reshapes, allocation and composites "
-                     "that only dispatch (autograd nodes, Python autograd Functions and Python custom ops are outside); an op's self "
+                     "that only dispatch (autograd nodes, Python autograd Functions and Python custom ops are "
+                     "outside); an op's self "
                      "time includes its own dispatch (lowers the share), the profiler's own cost is outside "
                      "(raises it)")},
         "checks": checks,
