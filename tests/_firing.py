@@ -77,3 +77,21 @@ def watched_models(low=LOW, high=HIGH):
     for rates in records:
         if any(rates.values()):
             assert_fires(rates, low, high)
+
+
+class ModelWatch:
+    """A test module's firing watch: its model builders return watch(model), and an autouse fixture runs each
+    test inside `with watch.active():`, so every model a test builds and runs is checked by watched_models.
+    Outside a test (no active watch) watch(model) just returns the model."""
+
+    def __init__(self):
+        self._current = None
+
+    def __call__(self, model):
+        return model if self._current is None else self._current(model)
+
+    @contextlib.contextmanager
+    def active(self, low=LOW, high=HIGH):
+        with watched_models(low, high) as self._current:
+            yield
+        self._current = None

@@ -7,23 +7,21 @@ import torch.nn.functional as F
 
 import ottt_cuda
 from ottt_cuda.models import r400
-from _firing import watched_models
+from _firing import ModelWatch
 from test_equivalence_reference import Heaviside, ReplaceForGrad, ref_loss, ref_standardize, rel_err
 
 T, B, TOL, ALPHA = 3, 2, 1e-8, 0.05
 HIDDEN, IN = 24, 36
 
 
-_watch = None
+watch = ModelWatch()
 
 
 @pytest.fixture(autouse=True)
 def _every_model_fires():
     """The recurrent layer of every model a test runs fires at each step (else its comparison is vacuous)."""
-    global _watch
-    with watched_models() as _watch:
+    with watch.active():
         yield
-    _watch = None
 
 
 def model(seed=0):
@@ -33,7 +31,7 @@ def model(seed=0):
         m.rnn.recurrent.weight.normal_(0, 0.5)
         m.readout.weight.normal_(0, 0.3)
         m.rnn.input.bias.fill_(0.5)  # else only 4% fire at t = 1
-    return _watch(m) if _watch is not None else m
+    return watch(m)
 
 
 def data(seed=1, sequence=True):

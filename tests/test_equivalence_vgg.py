@@ -7,7 +7,7 @@ import torch
 import ottt_cuda
 from ottt_cuda import nn as onn
 from ottt_cuda.models import VGGWS
-from _firing import watched_models
+from _firing import ModelWatch
 from test_equivalence_reference import RefNet, rel_err, run_reference, vgg_layers
 
 T, B, CLASSES, ALPHA = 3, 2, 5, 0.05
@@ -15,16 +15,14 @@ TOL = 1e-8
 SMALL_CFG = [8, "A", 16, "A", 16]
 
 
-_watch = None
+watch = ModelWatch()
 
 
 @pytest.fixture(autouse=True)
 def _every_model_fires():
     """Every spiking layer of every model a test runs fires at each step (else its comparison is vacuous)."""
-    global _watch
-    with watched_models() as _watch:
+    with watch.active():
         yield
-    _watch = None
 
 
 def small_vgg(seed=0, dropout=0.0, cfg=SMALL_CFG):
@@ -33,7 +31,7 @@ def small_vgg(seed=0, dropout=0.0, cfg=SMALL_CFG):
     with torch.no_grad():  # with gain 1 the deepest layer is silent at t = 1 at this size
         for conv in [m for m in model.features if isinstance(m, onn.WSConv2d)][1:]:
             conv.gain.fill_(2.0)
-    return _watch(model) if _watch is not None else model
+    return watch(model)
 
 
 def data(seed=1, sequence=False, hw=8):
