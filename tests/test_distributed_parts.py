@@ -3,25 +3,19 @@ broadcast, the training sampler's disjoint shards, the evaluation shards and the
 the metrics. Both processes run every part once (one spawn for the whole file); the tests
 then check what each rank saw."""
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from _gloo import free_port, needs_gloo
+
 WORLD = 2
 N_TRAIN, N_TEST, BATCH = 11, 7, 4  # odd sizes: padding or a dropped tail would show
 CLASSES = 4
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = needs_gloo
 
 
 class IndexModel(torch.nn.Module):

@@ -3,11 +3,9 @@ half batches gives the parameters of one process on the whole batch, with one gr
 all-reduce per OTTT_A step and one per time step under OTTT_O; and torchrun runs the CLI."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -15,19 +13,13 @@ import torch.multiprocessing as mp
 import ottt_cuda
 from ottt_cuda.models import r400
 from ottt_cuda.train.distributed import GradSync
+from _gloo import free_port, needs_gloo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ("ottt_a", "ottt_o", "sltt", "bptt")
 T, B = 3, 8
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                reason="torch.distributed with gloo is not available")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = needs_gloo
 
 
 def make_model():
