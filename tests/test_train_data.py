@@ -82,6 +82,22 @@ def test_fmnist_loader(tmp_path, gz):
     torch.testing.assert_close(x[0], expect)
 
 
+def test_fmnist_batched_fetch_matches_items(tmp_path):
+    # The DataLoader uses __getitems__ (one vectorized conversion per batch): the batches must be the
+    # per-item values, in the sampler's order.
+    fake_fmnist(tmp_path, False)
+    train, _ = data.build("fmnist", str(tmp_path))
+    order = [7, 3, 39, 0, 21]
+    got = train.__getitems__(order)
+    assert len(got) == len(order)
+    for i, (x, y) in zip(order, got):
+        ex, ey = train[i]
+        assert torch.equal(x, ex) and int(y) == int(ey) == i % 10
+    xb, yb = next(iter(torch.utils.data.DataLoader(train, batch_size=5, sampler=order)))
+    assert torch.equal(xb, torch.stack([train[i][0] for i in order]))
+    assert yb.tolist() == [i % 10 for i in order]
+
+
 def test_fmnist_missing_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(data.DataError, match="apt-get install dataset-fashion-mnist"):
         data.build("fmnist", str(tmp_path))
