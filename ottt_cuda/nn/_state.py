@@ -34,6 +34,11 @@ def check_step_mode(step_mode):
 class Stateful(nn.Module):
     """Base of every ottt_cuda layer that keeps state across time steps."""
 
+    # True only inside online_steps(): the caller promises one backward per time step,
+    # run before the next step, with a plain .backward() (no `inputs`, no autograd.grad).
+    # Layers may then update state in place and accumulate weight gradients into .grad.
+    _online = False
+
     def __init__(self, step_mode="s"):
         super().__init__()
         self.mode = "ottt"
@@ -139,3 +144,21 @@ def modes(model, mode):
     finally:
         for m, md in saved:
             m.mode = md
+
+
+@contextlib.contextmanager
+def online_steps(model):
+    """For the duration, every time step's graph is back-propagated (plain .backward(), no
+    `inputs`) before the next step runs. Lets the layers skip per-step work that only
+    matters when graphs of several steps are alive at once: traces updated in place, the
+    weight gradient accumulated straight into .grad. train_step uses it for its
+    step-by-step loops; a user's own loop need not (everything stays out of place)."""
+    _check_model(model)
+    mods = [m for m in model.modules() if isinstance(m, Stateful)]
+    for m in mods:
+        m._online = True
+    try:
+        yield model
+    finally:
+        for m in mods:
+            m._online = False

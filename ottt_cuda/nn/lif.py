@@ -4,6 +4,7 @@ import warnings
 import torch
 
 from .. import _validation, ops
+from . import _fast
 from ._state import Stateful
 
 
@@ -39,6 +40,7 @@ class LIF(Stateful):
         self.detach_reset = detach_reset
         self._warned_detach_reset = False
         self.v = None
+        self._args = None  # the kernel's scalar arguments, checked once per sequence (_step_args)
 
     @property
     def decay(self):
@@ -51,13 +53,15 @@ class LIF(Stateful):
 
     def reset_state(self):
         self.v = None
+        self._args = None
 
     def _v_for(self, x):
         # A state left from another batch shape or dtype (e.g. after switching
         # AMP on) is an error of the caller: say so rather than broadcast.
-        if self.v is not None and (self.v.shape != x.shape or self.v.dtype != x.dtype):
-            raise ValueError(f"LIF membrane has shape {tuple(self.v.shape)} / {self.v.dtype} but the input is "
-                             f"{tuple(x.shape)} / {x.dtype}; call ottt_cuda.reset(model) between sequences")
+        if self.v is not None and (self.v.shape != x.shape or self.v.dtype != x.dtype or self.v.device != x.device):
+            raise ValueError(f"LIF membrane has shape {tuple(self.v.shape)} / {self.v.dtype} / {self.v.device} but "
+                             f"the input is {tuple(x.shape)} / {x.dtype} / {x.device}; call ottt_cuda.reset(model) "
+                             "between sequences")
         if self.v is None and self.v_reset:
             # A fresh hard-reset membrane rests at v_reset (the ops read None as 0,
             # which is the rest value of a soft reset and of v_reset = 0).
@@ -75,12 +79,26 @@ class LIF(Stateful):
                           UserWarning, stacklevel=2)
         return self._kw()
 
+    def _step_args(self):
+        """The compiled step kernel's scalar arguments, checked at the first step of a
+        sequence and reused until the next reset (changing tau, v_th, ... in the middle
+        of a sequence takes effect at the next one)."""
+        if self._args is None:
+            kw = self._kw_online()
+            tau, v_th, v_reset, decay_input, surrogate, alpha = _validation.neuron(**kw)
+            self._args = (tau, v_th, v_reset, decay_input, 0.0, surrogate, alpha)
+        return self._args
+
     def step(self, x):
+        _validation.tensor(x, "x")
         v = self._v_for(x)
         if self.mode == "bptt":
             spikes, self.v = ops.lif_multistep(x.unsqueeze(0), v, **self._kw_bptt())
             return spikes[0]
-        spike, self.v = ops.lif_step(x, v, **self._kw_online())
+        if _fast.compiled(x.device):
+            spike, self.v = _fast.lif_step(x, v, self._step_args())
+        else:
+            spike, self.v = ops.lif_step(x, v, **self._kw_online())
         return spike
 
     def multi(self, x_seq):

@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import _validation, ops
+from .. import _validation
+from . import _fast
 from ._autograd import Conv2dTrace, LinearTrace
 from ._state import Stateful
 
@@ -30,19 +31,33 @@ class _Synapse(Stateful):
         self.trace = trace
         self.trace_decay = _validation.decay(trace_decay, "trace_decay")
         self.a_hat = None
+        self._decay = None  # trace_decay, checked once per sequence (_checked_decay)
 
     def reset_state(self):
         self.a_hat = None
+        self._decay = None
 
-    def _grad_source(self, x):
-        """The tensor the weight gradient uses at this step (updates the trace)."""
+    def _checked_decay(self):
+        # Checked at the first step of a sequence (it may have been reassigned since
+        # construction); a change in the middle of a sequence applies from the next one.
+        if self._decay is None:
+            self._decay = _validation.decay(self.trace_decay, "trace_decay")
+        return self._decay
+
+    def _grad_source(self, x, fast=False, inplace=False):
+        """The tensor the weight gradient uses at this step (updates the trace). In place
+        only where no graph still holds the previous trace (nn.online_steps)."""
         if self.mode == "sltt" or not self.trace:
             return x.detach()
         a = self.a_hat
-        if a is not None and (a.shape != x.shape or a.dtype != x.dtype):
-            raise ValueError(f"{type(self).__name__} trace has shape {tuple(a.shape)} / {a.dtype} but the input is "
-                             f"{tuple(x.shape)} / {x.dtype}; call ottt_cuda.reset(model) between sequences")
-        self.a_hat = ops.trace_update(a, x.detach(), self.trace_decay)
+        if a is not None and (a.shape != x.shape or a.dtype != x.dtype or a.device != x.device):
+            raise ValueError(f"{type(self).__name__} trace has shape {tuple(a.shape)} / {a.dtype} / {a.device} but "
+                             f"the input is {tuple(x.shape)} / {x.dtype} / {x.device}; call ottt_cuda.reset(model) "
+                             "between sequences")
+        if a is not None and inplace:
+            _fast.trace_update_(a, x.detach(), self._checked_decay(), fast)
+        else:
+            self.a_hat = _fast.trace_update(a, x.detach(), self._checked_decay(), fast)
         return self.a_hat
 
     def _weights(self):
@@ -51,7 +66,7 @@ class _Synapse(Stateful):
     def _plain(self, x, w, b):  # pragma: no cover
         raise NotImplementedError
 
-    def _traced(self, x, a, w, b):  # pragma: no cover
+    def _traced(self, x, a, w, b, fast=False):  # pragma: no cover
         raise NotImplementedError
 
     def _check_input(self, x, lead):
@@ -76,10 +91,11 @@ class _Synapse(Stateful):
         w, b = self._weights()
         if self.mode == "bptt":
             return self._plain(x, w, b)
-        a = self._grad_source(x)
+        fast = _fast.compiled(x.device)
+        a = self._grad_source(x, fast, inplace=self._online)
         if not torch.is_grad_enabled():
             return self._plain(x, w, b)
-        return self._traced(x, a, w, b)
+        return self._traced(x, a, w, b, fast)
 
     def multi(self, x_seq):
         self._check_input(x_seq, 2)
@@ -117,8 +133,8 @@ class Linear(_Synapse):
     def _plain(self, x, w, b):
         return F.linear(x, w, b)
 
-    def _traced(self, x, a, w, b):
-        return LinearTrace.apply(x, a, w, b)
+    def _traced(self, x, a, w, b, fast=False):
+        return LinearTrace.apply(x, a, w, b, self._online, fast)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -183,8 +199,8 @@ class Conv2d(_Synapse):
     def _plain(self, x, w, b):
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
-    def _traced(self, x, a, w, b):
-        return Conv2dTrace.apply(x, a, w, b, self.stride, self.padding, self.dilation, self.groups)
+    def _traced(self, x, a, w, b, fast=False):
+        return Conv2dTrace.apply(x, a, w, b, self.stride, self.padding, self.dilation, self.groups, self._online)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
