@@ -209,7 +209,7 @@ class _Runner:
             g = torch.softmax(u, -1).sub_(self._onehot).mul_((1.0 - self.a) / (B * self.T))
             if self.a:
                 g.add_(u - self._onehot, alpha=2.0 * self.a / (B * C * self.T))
-            return g.to(out.dtype)
+            return g if g.dtype == out.dtype else g.to(out.dtype)
 
     def step(self, x_t, backward=True, need_loss=True):
         """One time step (and its backward). Returns the step's loss, or None when

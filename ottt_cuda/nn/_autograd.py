@@ -36,6 +36,11 @@ def _cast_free(x, weight, bias):
             and (bias is None or bias.dtype == x.dtype))
 
 
+def _as(t, dtype):
+    # Tensor.to is a dispatched op even when it returns t itself (~1.5 us): skip it then.
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def grad_to_accumulate_into(p):
     """p.grad when a gradient may be added to it in place rather than handed to
     AccumulateGrad (which would do the same addition, plus run p's hooks); else None."""
@@ -55,7 +60,7 @@ def _accumulate_or_return(p, grad_of_p, direct):
     target = grad_to_accumulate_into(p) if direct else None
     if target is None:
         return grad_of_p
-    target.add_(grad_of_p.to(target.dtype))
+    target.add_(_as(grad_of_p, target.dtype))
     return None
 
 
@@ -69,7 +74,7 @@ class LinearTrace(torch.autograd.Function):
             cdt = _compute_dtype(x)
             with torch.autocast(x.device.type, enabled=False):
                 out = F.linear(x.to(cdt), weight.to(cdt), None if bias is None else bias.to(cdt))
-        ctx.save_for_backward(a.to(cdt), weight, bias)
+        ctx.save_for_backward(_as(a, cdt), weight, bias)
         ctx.x_dtype, ctx.has_bias, ctx.direct, ctx.fast = x.dtype, bias is not None, direct, fast
         return out
 
@@ -78,20 +83,26 @@ class LinearTrace(torch.autograd.Function):
         a, weight, bias = ctx.saved_tensors
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = g.matmul(weight.to(g.dtype)).to(ctx.x_dtype)
+            gx = _as(g.matmul(_as(weight, g.dtype)), ctx.x_dtype)
         if ctx.needs_input_grad[2]:
             wide = weight.dtype == torch.float32 and g.dtype in (torch.float16, torch.bfloat16)
             if not wide and g.dtype != weight.dtype:
                 g, a = g.to(weight.dtype), a.to(weight.dtype)
+            a = _as(a, g.dtype)
             gw = grad_to_accumulate_into(weight) if ctx.direct else None
             if gw is not None:
-                _fast.outer_accumulate_(gw, g, a.to(g.dtype), ctx.fast)
+                _fast.outer_accumulate_(gw, g, a, ctx.fast)
                 gw = None  # already in weight.grad
+            elif ctx.direct and not wide and g.dim() == 2:
+                # First step of an online sequence (no .grad yet): one product into a new
+                # buffer, which AccumulateGrad then adopts, instead of zero-fill + accumulate.
+                gw = torch.mm(g.t(), a)
             else:
                 gw = torch.zeros(weight.shape, dtype=weight.dtype, device=weight.device)
-                _fast.outer_accumulate_(gw, g, a.to(g.dtype), ctx.fast)
+                _fast.outer_accumulate_(gw, g, a, ctx.fast)
         if ctx.has_bias and ctx.needs_input_grad[3]:
-            gb = g.reshape(-1, g.shape[-1]).sum(0, dtype=torch.float32 if g.dtype != torch.float64 else g.dtype)
+            g2 = g if g.dim() == 2 else g.reshape(-1, g.shape[-1])
+            gb = g2.sum(0, dtype=torch.float32 if g.dtype != torch.float64 else g.dtype)
             gb = _accumulate_or_return(bias, gb, ctx.direct)
         return gx, None, gw, gb, None, None
 
@@ -107,7 +118,7 @@ class Conv2dTrace(torch.autograd.Function):
             with torch.autocast(x.device.type, enabled=False):
                 out = F.conv2d(x.to(cdt), weight.to(cdt), None if bias is None else bias.to(cdt),
                                stride, padding, dilation, groups)
-        ctx.save_for_backward(a.to(cdt), weight, bias)
+        ctx.save_for_backward(_as(a, cdt), weight, bias)
         ctx.conf = (stride, padding, dilation, groups)
         ctx.x_dtype, ctx.has_bias, ctx.direct = x.dtype, bias is not None, direct
         return out
@@ -121,12 +132,12 @@ class Conv2dTrace(torch.autograd.Function):
         # One call: the input gradient needs only a's shape, the weight gradient
         # takes the trace `a` as the convolution's input.
         gx, gw, gb = torch.ops.aten.convolution_backward(
-            g, a.to(g.dtype), weight.to(g.dtype), [weight.shape[0]] if ctx.has_bias else None,
+            g, _as(a, g.dtype), _as(weight, g.dtype), [weight.shape[0]] if ctx.has_bias else None,
             list(stride), list(padding), list(dilation), False, [0, 0], groups, [need_x, need_w, need_b])
         if gx is not None:
-            gx = gx.to(ctx.x_dtype)
+            gx = _as(gx, ctx.x_dtype)
         if gw is not None:
-            gw = _accumulate_or_return(weight, gw.to(weight.dtype), ctx.direct)
+            gw = _accumulate_or_return(weight, _as(gw, weight.dtype), ctx.direct)
         if gb is not None:
             gb = _accumulate_or_return(bias, gb, ctx.direct)
         return gx, None, gw, gb, None, None, None, None, None

@@ -15,6 +15,8 @@ call these helpers instead:
 - any other backend ('torch', 'triton'), and code being traced by torch.compile,
   goes through ottt_cuda.ops as before.
 """
+import os
+
 import torch
 
 from .. import _backend, ops
@@ -25,9 +27,19 @@ _COMPILED = ("cpu", "cuda")
 _below_autograd = getattr(torch._C, "_AutoDispatchBelowAutograd", None)
 
 
+_choice = {}  # (device type, forced backend, OTTT_BACKEND) -> whether the backend is a compiled one
+
+
 def compiled(device):
-    """Whether this step can call the compiled kernels directly (and is not being traced)."""
-    return _backend.get_backend(device) in _COMPILED and not torch.compiler.is_compiling()
+    """Whether this step can call the compiled kernels directly (and is not being traced).
+    The backend choice is remembered per (device type, set_backend, OTTT_BACKEND): a
+    change of either is seen at the next call; an error (a forced backend that cannot run
+    here) is raised by get_backend at every call, never remembered."""
+    key = (device.type, _backend._forced, os.environ.get("OTTT_BACKEND"))
+    fast = _choice.get(key)
+    if fast is None:
+        fast = _choice[key] = _backend.get_backend(device) in _COMPILED
+    return fast and not torch.compiler.is_compiling()
 
 
 def outer_accumulate_(grad_w, g, a, fast):

@@ -69,6 +69,13 @@ class Stateful(nn.Module):
         return out.flatten(0, 1)
 
 
+def set_state(module, name, value):
+    """module.name = value for a per-step state tensor (membrane, trace, previous spikes).
+    States are plain attributes, never parameters, buffers or submodules, so nn.Module's
+    registration checks in __setattr__ (~3 us, per layer and time step) are skipped."""
+    object.__setattr__(module, name, value)
+
+
 def _stack(outs, like):
     import torch
 

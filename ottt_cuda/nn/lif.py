@@ -5,7 +5,7 @@ import torch
 
 from .. import _validation, ops
 from . import _fast
-from ._state import Stateful
+from ._state import Stateful, set_state
 
 
 class LIF(Stateful):
@@ -96,9 +96,10 @@ class LIF(Stateful):
             spikes, self.v = ops.lif_multistep(x.unsqueeze(0), v, **self._kw_bptt())
             return spikes[0]
         if _fast.compiled(x.device):
-            spike, self.v = _fast.lif_step(x, v, self._step_args())
+            spike, v = _fast.lif_step(x, v, self._step_args())
         else:
-            spike, self.v = ops.lif_step(x, v, **self._kw_online())
+            spike, v = ops.lif_step(x, v, **self._kw_online())
+        set_state(self, "v", v)
         return spike
 
     def multi(self, x_seq):

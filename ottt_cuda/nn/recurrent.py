@@ -8,7 +8,7 @@ detached (no gradient through time); under BPTT it stays in the graph.
 import torch
 
 from .. import _validation
-from ._state import Stateful
+from ._state import Stateful, set_state
 from .lif import LIF
 from .synapse import Linear
 from .ws import WSLinear
@@ -38,7 +38,7 @@ class RecurrentLIF(Stateful):
         if self.s_prev is not None:
             current = current + self.recurrent.step(self.s_prev)
         s = self.neuron.step(current)
-        self.s_prev = s if self.mode == "bptt" else s.detach()
+        set_state(self, "s_prev", s if self.mode == "bptt" else s.detach())
         return s
 
     def step(self, x):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .. import _validation
 from . import _fast
 from ._autograd import Conv2dTrace, LinearTrace
-from ._state import Stateful
+from ._state import Stateful, set_state
 
 
 class _Synapse(Stateful):
@@ -57,7 +57,7 @@ class _Synapse(Stateful):
         if a is not None and inplace:
             _fast.trace_update_(a, x.detach(), self._checked_decay(), fast)
         else:
-            self.a_hat = _fast.trace_update(a, x.detach(), self._checked_decay(), fast)
+            set_state(self, "a_hat", _fast.trace_update(a, x.detach(), self._checked_decay(), fast))
         return self.a_hat
 
     def _weights(self):

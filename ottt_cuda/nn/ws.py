@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from .. import _validation
+from ._autograd import grad_to_accumulate_into
 from .synapse import Conv2d, Linear
 
 
@@ -43,23 +44,36 @@ def standardize(weight, gain, eps):
     return w if gain is None else w * gain
 
 
+def _row_stats(weight, eps):
+    """(W - mean_row, mean_row, sqrt(var_row * fan_in + eps)) without a graph; the sum of
+    squares as a vector norm (one pass, no temporary)."""
+    dims = tuple(range(1, weight.dim()))
+    fan_in = weight[0].numel()
+    mean = weight.mean(dims, keepdim=True)
+    centered = weight - mean
+    sum_sq = torch.linalg.vector_norm(centered, dim=dims, keepdim=True).square_()
+    return centered, mean, torch.sqrt(sum_sq / (fan_in - 1) * fan_in + eps)
+
+
 def standardize_backward(weight, gain, mean, scale, grad):
     """Gradients of sum(grad * standardize(weight, gain, eps)) for weight and gain, in closed
     form from the row statistics (mean, scale = sqrt(var * n + eps)) of the forward:
-        x_hat = (W - mean) / scale,  d = grad * gain,  S = sum_row(d * x_hat),
-        dL/dW = c - mean_row(c)  with  c = (d - S * n / (n - 1) * x_hat) / scale,
-        dL/dgain = sum_row(grad * x_hat).
+        x_hat = (W - mean) / scale,  R = sum_row(grad * x_hat),
+        dL/dgain = R,
+        dL/dW = c - mean_row(c),  c = gain / scale * (grad - n / (n - 1) * R * x_hat).
+    (With d = grad * gain the usual normalization backward is (d - k sum_row(d x_hat) x_hat) / scale;
+    gain is constant along a row, so sum_row(d x_hat) = gain R.) Four passes over the weight.
     Returns (grad_weight, grad_gain); grad_gain is None without a gain."""
     dims = tuple(range(1, weight.dim()))
     n = weight[0].numel()
+    k = n / (n - 1) if n > 1 else float("nan")  # fan_in 1: no unbiased variance (NaN, as the forward)
     with torch.no_grad():
-        x_hat = (weight - mean) / scale
-        grad_gain = None if gain is None else (grad * x_hat).sum(dims, keepdim=True)
-        d = grad if gain is None else grad * gain
-        s = (d * x_hat).sum(dims, keepdim=True)
-        k = n / (n - 1) if n > 1 else float("nan")  # fan_in 1: no unbiased variance (NaN, as the forward)
-        c = torch.addcmul(d, x_hat, s, value=-k).div_(scale)
-        return c - c.mean(dims, keepdim=True), grad_gain
+        centered = weight - mean
+        r = (centered * grad).sum(dims, keepdim=True).div_(scale)
+        per_row = 1.0 / scale if gain is None else gain / scale
+        c = grad * per_row
+        c.addcmul_(centered, r * per_row / scale, value=-k)  # - k R gain / scale * x_hat
+        return c.sub_(c.mean(dims, keepdim=True)), (None if gain is None else r)
 
 
 class _WS:
@@ -87,10 +101,8 @@ class _WS:
         needs_grad = torch.is_grad_enabled() and (
             self.weight.requires_grad or (self.gain is not None and self.gain.requires_grad))
         with torch.no_grad():
-            centered, mean, scale = _moments(self.weight, self.eps)
-            leaf = centered.div_(scale)
-            if self.gain is not None:
-                leaf.mul_(self.gain)
+            centered, mean, scale = _row_stats(self.weight, self.eps)
+            leaf = centered.mul_(1.0 / scale if self.gain is None else self.gain / scale)
         self._hoisted = (needs_grad, leaf.requires_grad_(needs_grad), mean, scale)
 
     def unhoist(self, backward=True):
@@ -99,11 +111,20 @@ class _WS:
         if not (backward and needs_grad and leaf.grad is not None):
             return
         grad_w, grad_gain = standardize_backward(self.weight, self.gain, mean, scale, leaf.grad)
-        pairs = [(p, g) for p, g in ((self.weight, grad_w), (self.gain, grad_gain))
-                 if p is not None and p.requires_grad]
-        # Through autograd from the parameters themselves, so that .grad accumulates and
-        # gradient hooks run as they would after a backward through standardize().
-        torch.autograd.backward([p for p, _ in pairs], [g for _, g in pairs])
+        for p, g in ((self.weight, grad_w), (self.gain, grad_gain)):
+            if p is not None and p.requires_grad:
+                _accumulate(p, g)
+
+
+def _accumulate(p, g):
+    """Add g to p's gradient as AccumulateGrad would: set .grad (no copy) or add in place; a
+    parameter with gradient hooks (or a non-leaf) goes through autograd, so that they run."""
+    if p.is_leaf and p.grad is None and not (p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None)):
+        p.grad = g
+    elif grad_to_accumulate_into(p) is not None:
+        p.grad.add_(g)
+    else:
+        torch.autograd.backward(p, g)
 
 
 class WSLinear(_WS, Linear):
