@@ -1,0 +1,134 @@
+"""The pieces of the low-overhead online step, each against plain autograd or the public ops:
+the closed-form sWS backward, the remembered backend choice, and checks that moved from
+every step to the first step of a sequence (still raised, still naming the argument)."""
+import pytest
+import torch
+
+import ottt_cuda
+from ottt_cuda import nn as onn
+from ottt_cuda.nn import _fast
+from ottt_cuda.nn.ws import _row_stats, standardize_backward
+from conftest import using_backend
+from test_equivalence_reference import ref_standardize, rel_err
+
+COMPILED = ottt_cuda.build_info()["cpu_compiled"]
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (4, 3, 3, 3), (6, 2)])
+@pytest.mark.parametrize("with_gain", [True, False])
+def test_standardize_backward_equals_autograd_of_the_reference(shape, with_gain):
+    g = torch.Generator().manual_seed(0)
+    w = (torch.randn(*shape, generator=g, dtype=torch.float64) + 0.7).requires_grad_()
+    gain_shape = (shape[0],) + (1,) * (len(shape) - 1)
+    gain = (torch.rand(*gain_shape, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
+    grad = torch.randn(*shape, generator=g, dtype=torch.float64)
+    ref_gain = gain if with_gain else torch.ones_like(gain)
+    ref_standardize(w, ref_gain, 1e-4).backward(grad)  # torch.var, autograd: written independently
+    _, mean, scale = _row_stats(w.detach(), 1e-4)
+    gw, gg = standardize_backward(w.detach(), gain.detach() if with_gain else None, mean, scale, grad)
+    assert rel_err(gw, w.grad) <= 1e-10
+    if with_gain:
+        assert rel_err(gg, gain.grad) <= 1e-10
+    else:
+        assert gg is None
+
+
+def test_hoisted_ws_gradient_with_existing_grad_and_with_a_hook():
+    """unhoist adds to an existing .grad, and a parameter with a hook still has it called."""
+    torch.manual_seed(0)
+    lin = onn.WSLinear(6, 4).double()
+    x = torch.rand(3, 6, dtype=torch.float64)
+    grad = torch.randn(3, 4, dtype=torch.float64)
+    ref_w = lin.weight.detach().clone().requires_grad_()
+    ref_g = lin.gain.detach().clone().requires_grad_()
+    (torch.nn.functional.linear(x, ref_standardize(ref_w, ref_g, lin.eps), lin.bias.detach()) * grad).sum().backward()
+    seen = []
+    lin.gain.register_hook(lambda g: seen.append(g))
+    lin.weight.grad = torch.ones_like(lin.weight)
+    with onn.hoisted(lin):
+        (torch.nn.functional.linear(x, lin._weights()[0], lin.bias) * grad).sum().backward()
+    assert rel_err(lin.weight.grad, ref_w.grad + 1) <= 1e-12
+    assert len(seen) == 1 and rel_err(lin.gain.grad, ref_g.grad) <= 1e-12
+
+
+@pytest.mark.skipif(not COMPILED, reason="needs the compiled CPU kernels")
+def test_backend_choice_follows_set_backend_between_calls():
+    dev = torch.device("cpu")
+    assert _fast.compiled(dev)
+    with using_backend("torch"):
+        assert not _fast.compiled(dev)
+    assert _fast.compiled(dev)
+
+
+def test_backend_choice_is_false_for_the_reference_backend():
+    with using_backend("torch"):
+        assert not _fast.compiled(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("attr, value, name", [("tau", -1.0, "tau"), ("surrogate", "nope", "surrogate"),
+                                               ("alpha", 0.0, "alpha")])
+def test_lif_argument_changed_after_construction_is_refused_at_the_next_sequence(attr, value, name):
+    lif = onn.LIF()
+    x = torch.rand(2, 5)
+    lif(x)
+    setattr(lif, attr, value)
+    onn.reset(lif)
+    with pytest.raises((ValueError, TypeError), match=name):
+        lif(x)
+
+
+def test_trace_decay_changed_after_construction_is_refused_at_the_next_sequence():
+    lin = onn.Linear(5, 3)
+    x = torch.rand(2, 5, requires_grad=True)
+    lin(x)
+    lin.trace_decay = 1.5
+    onn.reset(lin)
+    with pytest.raises(ValueError, match="trace_decay"):
+        lin(x)
+
+
+def test_lif_changed_tau_applies_from_the_next_sequence():
+    """tau is read once per sequence: the next sequence after reset runs with the new value."""
+    a, b = onn.LIF(), onn.LIF(tau=4.0)
+    x = torch.full((1, 3), 0.6)
+    a(x)
+    a.tau = 4.0
+    onn.reset(a)
+    for _ in range(4):
+        assert torch.equal(a(x), b(x))
+
+
+def test_state_left_from_another_shape_or_device_names_the_reset():
+    lif, lin = onn.LIF(), onn.Linear(5, 3)
+    lif(torch.rand(2, 5))
+    lin(torch.rand(2, 5))
+    with pytest.raises(ValueError, match="reset"):
+        lif(torch.rand(3, 5))
+    with pytest.raises(ValueError, match="reset"):
+        lin(torch.rand(3, 5))
+    with pytest.raises(TypeError, match="x"):
+        lif(torch.ones(2, 5, dtype=torch.int32))
+
+
+def test_online_train_step_updates_the_trace_in_place_and_a_user_loop_does_not():
+    """Inside train_step's step loop the synapse keeps one trace buffer; outside, each step makes a new one
+    (a graph of an earlier step may still hold the old one)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(onn.Linear(4, 6), onn.LIF(), onn.Linear(6, 3))
+    x, y = torch.rand(2, 4), torch.tensor([0, 2])
+    seen = []
+    orig = model[2]._grad_source
+
+    def spy(*args, **kw):
+        out = orig(*args, **kw)
+        seen.append(out.data_ptr())
+        return out
+
+    model[2]._grad_source = spy
+    ottt_cuda.train_step(model, x, y, None, T=4)
+    assert len(seen) == 4 and len(set(seen)) == 1
+    seen.clear()
+    onn.reset(model)
+    keep = [model(x) for _ in range(3)]  # every step's graph alive at once
+    assert len(seen) == 3 and len(set(seen)) == 3
+    sum(o.sum() for o in keep).backward()
