@@ -8,8 +8,10 @@ paper's numbers, plus every run's test-accuracy curve.
     python benchmarks/fmnist_table2.py --run base:0=runs/base_s0 --run base:1=runs/base_s1 \
         --json benchmarks/results/X.json --md benchmarks/results/X.md --plot benchmarks/results/X.png
 
---run ARM:SEED=DIR (the mode is read from DIR/result.json). A run that is not complete (fewer
-epochs than its target) is reported as such and left out of the means.
+--run ARM:SEED=DIR reads the mode and the target epochs from DIR/result.json; a run stopped before
+it wrote result.json (killed, or still running) needs --run ARM:MODE:SEED=DIR and takes its target
+from --epochs-target. A run that is not complete (fewer epochs than its target) is reported as such
+and left out of the means.
 """
 import argparse
 import csv
@@ -22,9 +24,17 @@ import sys
 PAPER = {"bptt": 90.58, "ottt_a": 90.36, "ottt_o": 90.40}
 
 
-def read_run(path):
-    with open(os.path.join(path, "result.json")) as f:
-        result = json.load(f)
+def read_run(path, mode=None, epochs_target=100):
+    result_path = os.path.join(path, "result.json")
+    if os.path.exists(result_path):
+        with open(result_path) as f:
+            result = json.load(f)
+    elif mode is None:
+        raise SystemExit(f"{path} has no result.json (stopped early?): name its mode, --run ARM:MODE:SEED=DIR")
+    else:
+        result = {"mode": mode, "epochs_target": epochs_target}
+    if mode is not None and result["mode"] != mode:
+        raise SystemExit(f"{path}: --run says mode {mode} but result.json says {result['mode']}")
     with open(os.path.join(path, "metrics.csv")) as f:
         rows = list(csv.DictReader(f))
     curve = [float(r["test_acc"]) * 100 for r in rows]
@@ -40,10 +50,12 @@ def read_run(path):
 def parse_run(text):
     try:
         label, path = text.split("=", 1)
-        arm, seed = label.rsplit(":", 1)
-        return arm, int(seed), path
+        parts = label.split(":")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ValueError
+        return parts[0], (parts[1] if len(parts) == 3 else None), int(parts[-1]), path
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--run must be ARM:SEED=DIR, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--run must be ARM:SEED=DIR or ARM:MODE:SEED=DIR, got {text!r}") from None
 
 
 def _stats(values):
@@ -120,7 +132,8 @@ def plot(path, runs, title):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", type=parse_run, action="append", required=True, metavar="ARM:SEED=DIR")
+    p.add_argument("--run", type=parse_run, action="append", required=True, metavar="ARM[:MODE]:SEED=DIR")
+    p.add_argument("--epochs-target", type=int, default=100, help="target epochs of runs without result.json")
     p.add_argument("--note", default="", help="machine, load, what the arms are")
     p.add_argument("--command", default="", help="the training commands, for the record")
     p.add_argument("--json")
@@ -129,8 +142,8 @@ def main(argv=None):
     p.add_argument("--title", default="Fashion-MNIST R400: test accuracy per epoch")
     args = p.parse_args(argv)
     runs = []
-    for arm, seed, path in args.run:
-        r = read_run(path)
+    for arm, mode, seed, path in args.run:
+        r = read_run(path, mode, args.epochs_target)
         r.update(arm=arm, seed=seed)
         runs.append(r)
     groups = summarize(runs)

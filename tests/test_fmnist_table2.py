@@ -52,3 +52,50 @@ def test_means_best_and_incomplete_runs(tmp_path):
 def test_bad_run_argument_names_the_option(tmp_path):
     with pytest.raises(SystemExit):
         fmnist_table2.main(["--run", "no-equals-sign"])
+
+
+def _write_idx(path, arr):
+    import struct
+
+    import numpy as np
+
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    path.write_bytes(bytes([0, 0, 0x08, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape) + arr.tobytes())
+
+
+def test_protocol_script_runs_seeds_and_resumes(tmp_path):
+    # benchmarks/fmnist_table2_runs.sh on a tiny fabricated Fashion-MNIST: two seeds at once, then the
+    # same command again continues each run from its checkpoint instead of starting over.
+    import subprocess
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data_dir = tmp_path / "fm"
+    data_dir.mkdir()
+    for split, n in (("train", 32), ("t10k", 16)):
+        _write_idx(data_dir / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(data_dir / f"{split}-labels-idx1-ubyte", np.arange(n) % 10)
+    root = os.path.join(os.path.dirname(__file__), "..")
+    out = tmp_path / "t2"
+
+    def run(extra=""):
+        cmd = ["bash", os.path.join(root, "benchmarks", "fmnist_table2_runs.sh"), "--out", str(out), "--jobs", "2",
+               "--seeds", "0 1", "--modes", "ottt_a", "--epochs", "2",
+               "--extra", f"--data-dir {data_dir} --limit-batches 1 --workers 0 --batch 16 {extra}"]
+        env = dict(os.environ, PYTHON=sys.executable)
+        p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr + p.stdout
+
+    run("--stop-after 1")
+    report = json.loads((out / "table2.json").read_text())
+    assert sorted(r["seed"] for r in report["runs"]) == [0, 1]
+    assert all(r["epochs"] == 1 and r["mode"] == "ottt_a" for r in report["runs"])
+    assert report["groups"][0]["incomplete"] == [0, 1] and report["groups"][0]["final_mean"] is None
+    run()
+    for seed in (0, 1):
+        rows = (out / f"ottt_a_s{seed}" / "metrics.csv").read_text().splitlines()
+        assert [line.split(",")[0] for line in rows[1:]] == ["1", "2"]
+        assert "resumed from" in (out / f"ottt_a_s{seed}" / "stderr.txt").read_text()
+    report = json.loads((out / "table2.json").read_text())
+    assert report["groups"][0]["seeds"] == [0, 1] and report["groups"][0]["incomplete"] == []
