@@ -30,8 +30,15 @@ than the truth by that) and the profiler's own cost lands outside (higher by tha
     python benchmarks/online_batch1.py --json benchmarks/results/online_batch1_cpu.json \
         --md benchmarks/results/online_batch1_cpu.md --plot benchmarks/results/online_batch1_cpu.png
     python benchmarks/online_batch1.py --quick --json /tmp/q.json   # a small smoke run
+
+Before/after (issue 11, part 2): run this script against the older checkout first
+(copy it into that checkout's benchmarks/ so that it imports that ottt_cuda), then
+here with --before OLD.json: the report adds each case's samples/s before and after
+and judges the targets with the R400 baseline taken from OLD.json. Both runs should
+come from the same machine close in time (say so in --note).
 """
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -239,17 +246,45 @@ def bench_case(model_name, batch, threads, args):
 
 # ---------------------------------------------------------------------------- reports
 
-def baseline_vs_targets(results):
-    """Today's number against issue 11's part-2 targets, per (model, batch, threads), OTTT_A."""
+def _key(r):
+    return (r["model"], r["batch"], r["threads"], r["method"])
+
+
+def baseline_vs_targets(results, before=None):
+    """ottt_a against issue 11's part-2 targets, per (model, batch, threads). R400's target is
+    relative to the samples/s of `before` (a list of results from an earlier run); without it
+    the run itself is the baseline (ratio 1)."""
+    old = {_key(r): r for r in before or []}
     rows = []
     for r in results:
         if r["method"] != "ottt_a" or r["model"] not in TARGETS:
             continue
         what, goal = TARGETS[r["model"]]
-        today = r["ratio_vs_sj_ottt"] if r["model"] != "r400" else 1.0
+        if r["model"] == "r400":
+            base = old.get(_key(r))
+            today = r["samples_per_s"] / base["samples_per_s"] if base else 1.0
+        else:
+            today = r["ratio_vs_sj_ottt"]
         rows.append({"model": r["model"], "batch": r["batch"], "threads": r["threads"], "metric": what,
                      "today": today, "target": goal, "samples_per_s": r["samples_per_s"],
-                     "target_samples_per_s": (r["samples_per_s"] * goal / today) if today else None})
+                     "target_samples_per_s": (r["samples_per_s"] * goal / today) if today else None,
+                     "met": bool(today is not None and today >= goal)})
+    return rows
+
+
+def before_after(results, before):
+    """Each case measured in both runs: samples/s before and after, and the speed-up."""
+    old = {_key(r): r for r in before}
+    rows = []
+    for r in results:
+        b = old.get(_key(r))
+        if b is None:
+            continue
+        rows.append({"model": r["model"], "batch": r["batch"], "threads": r["threads"], "method": r["method"],
+                     "before_samples_per_s": b["samples_per_s"], "after_samples_per_s": r["samples_per_s"],
+                     "speedup": r["samples_per_s"] / b["samples_per_s"],
+                     "before_ratio_vs_sj_ottt": b.get("ratio_vs_sj_ottt"),
+                     "after_ratio_vs_sj_ottt": r["ratio_vs_sj_ottt"]})
     return rows
 
 
@@ -283,12 +318,25 @@ def markdown(payload):
         lines.append(f"| {r['model']} | {r['batch']} | {r['threads']} | {r['method']} | {r['samples_per_s']:.3g} | "
                      f"{r['ms_per_time_step']:.2f} | {_f(r['ratio_vs_sj_ottt'], '.2f')} | "
                      f"{r['kernel_ms_per_call']:.1f} | {r['outside_kernel_share']:.0%} |")
-    lines += ["", "## Today's baseline against issue 11's targets (ottt_a)", "",
-              "| model | batch | threads | metric | today | target | samples/s today | samples/s needed |",
-              "|---|---|---|---|---|---|---|---|"]
+    if payload.get("before_after"):
+        src = payload["before"]
+        lines += ["", "## Before and after", "",
+                  f"Before: `{src['command']}` (note: {src['note']})", "",
+                  "| model | batch | threads | method | samples/s before | samples/s after | speed-up | "
+                  "x sj_ottt before | x sj_ottt after |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in payload["before_after"]:
+            lines.append(f"| {r['model']} | {r['batch']} | {r['threads']} | {r['method']} | "
+                         f"{r['before_samples_per_s']:.3g} | {r['after_samples_per_s']:.3g} | {r['speedup']:.2f} | "
+                         f"{_f(r['before_ratio_vs_sj_ottt'], '.2f')} | {_f(r['after_ratio_vs_sj_ottt'], '.2f')} |")
+    lines += ["", "## Against issue 11's targets (ottt_a)", "",
+              ("R400's baseline: the --before run." if payload.get("before") else
+               "No --before run: this run is R400's baseline."), "",
+              "| model | batch | threads | metric | now | target | met | samples/s now | samples/s needed |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for b in payload["baseline_vs_targets"]:
-        lines.append(f"| {b['model']} | {b['batch']} | {b['threads']} | {b['metric']} | {b['today']:.2f} | "
-                     f"{b['target']:.0f} | {b['samples_per_s']:.3g} | {_f(b['target_samples_per_s'], '.3g')} |")
+        lines.append(f"| {b['model']} | {b['batch']} | {b['threads']} | {b['metric']} | {_f(b['today'], '.2f')} | "
+                     f"{b['target']:.0f} | {'yes' if b['met'] else 'no'} | {b['samples_per_s']:.3g} | "
+                     f"{_f(b['target_samples_per_s'], '.3g')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -339,6 +387,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="a small smoke run: mlp784 and r400 at batch 1, 1 thread, 2 rounds, short measurements")
     p.add_argument("--note", default="", help="recorded beside the results (e.g. the machine was shared)")
+    p.add_argument("--before", help="JSON of an earlier run of this script (e.g. on the previous commit, same "
+                                    "machine): adds before/after columns and is R400's baseline for the targets")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--md", help="write a markdown report here")
     p.add_argument("--plot", help="write a bar plot (png) here")
@@ -361,6 +411,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    before = None
+    if args.before:
+        with open(args.before) as f:
+            before = json.load(f)
     reuse_freed_memory()
     started = time.time()
     checks = []
@@ -404,8 +458,12 @@ def main(argv=None):
         "checks": checks,
         "correct": all(c["passed"] for c in checks),
         "results": results,
-        "baseline_vs_targets": baseline_vs_targets(results),
+        "baseline_vs_targets": baseline_vs_targets(results, before["results"] if before else None),
     }
+    if before:
+        payload["before"] = {"path": args.before, "command": before["meta"]["command"],
+                             "note": before["meta"]["note"], "results": before["results"]}
+        payload["before_after"] = before_after(results, before["results"])
     if args.json:
         save_json(args.json, payload)
     if args.md:

@@ -10,5 +10,5 @@ from .recurrent import RecurrentLIF
 from .synapse import Conv2d, Linear
 from .ws import WSConv2d, WSLinear, hoisted, standardize
 
-__all__ = ["MODES", "Stateful", "modes", "multistep", "online_steps", "reset", "set_mode", "set_step_mode", "LIF", "Dropout",
-           "Scale", "RecurrentLIF", "Conv2d", "Linear", "WSConv2d", "WSLinear", "hoisted", "standardize"]
+__all__ = ["MODES", "Stateful", "modes", "multistep", "online_steps", "reset", "set_mode", "set_step_mode", "LIF",
+           "Dropout", "Scale", "RecurrentLIF", "Conv2d", "Linear", "WSConv2d", "WSLinear", "hoisted", "standardize"]
