@@ -371,8 +371,9 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
                 for t0 in range(0, T, chunk):
                     run.chunk(x_slice(t0, min(chunk, T - t0)))
             else:
-                # One backward per step, before the next: the layers may work in place.
-                with _state.online_steps(model):
+                # One backward per step, before the next: the layers may work in place; nothing
+                # reads .grad before the optimizer step, so Linear weight gradients are summed late.
+                with _state.online_steps(model, defer_weight_grads=True):
                     for t in range(T):
                         if chosen is None or t in chosen:
                             run.step(x_at(t), need_loss=False)

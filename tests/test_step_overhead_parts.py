@@ -132,3 +132,63 @@ def test_online_train_step_updates_the_trace_in_place_and_a_user_loop_does_not()
     keep = [model(x) for _ in range(3)]  # every step's graph alive at once
     assert len(seen) == 3 and len(set(seen)) == 3
     sum(o.sum() for o in keep).backward()
+
+
+def _tiny(seed=0):
+    torch.manual_seed(seed)
+    m = torch.nn.Sequential(onn.Linear(4, 6), onn.LIF(), onn.Linear(6, 3)).double()
+    with torch.no_grad():
+        m[0].weight.normal_(0, 1.5)
+    return m
+
+
+def test_deferred_weight_gradients_flush_when_they_weigh_as_much_as_the_weight():
+    """Linear(4, 6) at batch 2: 2 rows x (4 + 6) numbers per step against 24 in the weight, so the rows are
+    summed into .grad every 2nd step (memory bounded, independent of T); the gradient equals per-step
+    accumulation (plain loop, torch backend, no online_steps)."""
+    from ottt_cuda.nn._deferred import DeferredWeightGrad
+
+    fast, ref = _tiny(), _tiny()
+    x, y = torch.rand(2, 4, dtype=torch.float64) * 2, torch.tensor([0, 2])
+    rows, flushes = [], []
+    add, flush = DeferredWeightGrad.add, DeferredWeightGrad.flush
+
+    def spy_add(self, weight, g, a):
+        add(self, weight, g, a)
+        rows.append((weight.shape[1], self.rows))
+
+    def spy_flush(self):
+        flushes.append(self.rows)
+        flush(self)
+
+    DeferredWeightGrad.add, DeferredWeightGrad.flush = spy_add, spy_flush
+    try:
+        ottt_cuda.train_step(fast, x, y, None, T=5)
+    finally:
+        DeferredWeightGrad.add, DeferredWeightGrad.flush = add, flush
+    first = [r for n_in, r in rows if n_in == 4]
+    assert first == [2, 0, 2, 0, 2]  # pending rows after each step's add: flushed at 4 rows
+    assert max(r for _, r in rows) * (4 + 6) <= 2 * 24
+    onn.reset(ref)
+    with using_backend("torch"):
+        for _ in range(5):
+            ottt_cuda.training.step_loss(ref(x), y, 5, 0.05).backward()
+    for (n, p), q in zip(fast.named_parameters(), ref.parameters()):
+        assert rel_err(p.grad, q.grad) <= 1e-12, n
+
+
+def test_online_steps_drops_pending_gradients_on_an_exception_and_flushes_on_exit():
+    m = _tiny()
+    x = torch.rand(2, 4, dtype=torch.float64) * 2
+    onn.reset(m)
+    with pytest.raises(RuntimeError, match="stop"):
+        with onn.online_steps(m, defer_weight_grads=True):
+            m(x).sum().backward()
+            raise RuntimeError("stop")
+    # Linear(4, 6) at batch 2: 20 pending numbers < 24 in the weight, so nothing was flushed yet
+    assert m[0].weight.grad is None  # pending, then dropped
+    onn.reset(m)
+    with onn.online_steps(m, defer_weight_grads=True):
+        m(x).sum().backward()
+        assert m[0].weight.grad is None  # still pending
+    assert m[0].weight.grad is not None and m[0].weight.grad.abs().max() > 0

@@ -50,9 +50,12 @@ def grad_to_accumulate_into(p):
     if (grad is None or grad.requires_grad or grad.layout != torch.strided or grad.shape != p.shape
             or grad.dtype != p.dtype or grad.device != p.device or not grad.is_contiguous()):
         return None
-    if p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None):
-        return None
-    return grad
+    return grad if _no_hooks(p) else None
+
+
+def _no_hooks(p):
+    """A leaf whose gradient nobody watches: it may be accumulated outside autograd."""
+    return p.is_leaf and not (p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None))
 
 
 def _accumulate_or_return(p, grad_of_p, direct):
@@ -66,7 +69,7 @@ def _accumulate_or_return(p, grad_of_p, direct):
 
 class LinearTrace(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, a, weight, bias, direct=False, fast=False):
+    def forward(ctx, x, a, weight, bias, direct=False, fast=False, deferred=None):
         if _cast_free(x, weight, bias):
             cdt = x.dtype
             out = F.linear(x, weight, bias)
@@ -76,6 +79,7 @@ class LinearTrace(torch.autograd.Function):
                 out = F.linear(x.to(cdt), weight.to(cdt), None if bias is None else bias.to(cdt))
         ctx.save_for_backward(_as(a, cdt), weight, bias)
         ctx.x_dtype, ctx.has_bias, ctx.direct, ctx.fast = x.dtype, bias is not None, direct, fast
+        ctx.deferred = deferred
         return out
 
     @staticmethod
@@ -90,7 +94,10 @@ class LinearTrace(torch.autograd.Function):
                 g, a = g.to(weight.dtype), a.to(weight.dtype)
             a = _as(a, g.dtype)
             gw = grad_to_accumulate_into(weight) if ctx.direct else None
-            if gw is not None:
+            if ctx.deferred is not None and not wide and _no_hooks(weight):
+                ctx.deferred.add(weight, g, a)  # summed into weight.grad later, one GEMM for many steps
+                gw = None
+            elif gw is not None:
                 _fast.outer_accumulate_(gw, g, a, ctx.fast)
                 gw = None  # already in weight.grad
             elif ctx.direct and not wide and g.dim() == 2:
@@ -104,7 +111,7 @@ class LinearTrace(torch.autograd.Function):
             g2 = g if g.dim() == 2 else g.reshape(-1, g.shape[-1])
             gb = g2.sum(0, dtype=torch.float32 if g.dtype != torch.float64 else g.dtype)
             gb = _accumulate_or_return(bias, gb, ctx.direct)
-        return gx, None, gw, gb, None, None
+        return gx, None, gw, gb, None, None, None
 
 
 class Conv2dTrace(torch.autograd.Function):

@@ -154,18 +154,35 @@ def modes(model, mode):
 
 
 @contextlib.contextmanager
-def online_steps(model):
+def online_steps(model, defer_weight_grads=False):
     """For the duration, every time step's graph is back-propagated (plain .backward(), no
-    `inputs`) before the next step runs. Lets the layers skip per-step work that only
-    matters when graphs of several steps are alive at once: traces updated in place, the
-    weight gradient accumulated straight into .grad. train_step uses it for its
-    step-by-step loops; a user's own loop need not (everything stays out of place)."""
+    `inputs`) before the next step runs, and each layer runs once per step. Lets the layers
+    skip per-step work that only matters when graphs of several steps are alive at once:
+    traces updated in place, the weight gradient accumulated straight into .grad.
+    defer_weight_grads=True (nothing reads .grad before the end): a Linear synapse keeps
+    each step's gradient factors and sums them into .grad with one GEMM (see _deferred),
+    on exit at the latest. train_step uses it for its step-by-step loops; a user's own
+    loop need not (everything then stays out of place and per step)."""
+    from ._deferred import DeferredWeightGrad
+    from .synapse import Linear
+
     _check_model(model)
     mods = [m for m in model.modules() if isinstance(m, Stateful)]
+    deferred = [m for m in mods if isinstance(m, Linear)] if defer_weight_grads else []
     for m in mods:
         m._online = True
+    for m in deferred:
+        m._deferred = DeferredWeightGrad()
+    ok = False
     try:
         yield model
+        ok = True
     finally:
         for m in mods:
             m._online = False
+        for m in deferred:
+            pending, m._deferred = m._deferred, None
+            if ok:
+                pending.flush()
+            else:
+                pending.drop()

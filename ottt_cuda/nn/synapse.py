@@ -32,6 +32,7 @@ class _Synapse(Stateful):
         self.trace_decay = _validation.decay(trace_decay, "trace_decay")
         self.a_hat = None
         self._decay = None  # trace_decay, checked once per sequence (_checked_decay)
+        self._deferred = None  # a _deferred.DeferredWeightGrad inside online_steps(defer_weight_grads=True)
 
     def reset_state(self):
         self.a_hat = None
@@ -134,7 +135,7 @@ class Linear(_Synapse):
         return F.linear(x, w, b)
 
     def _traced(self, x, a, w, b, fast=False):
-        return LinearTrace.apply(x, a, w, b, self._online, fast)
+        return LinearTrace.apply(x, a, w, b, self._online, fast, self._deferred)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
