@@ -1,0 +1,59 @@
+"""Issue 14's 20-epoch screening of Fashion-MNIST R400 recipe variants, as it was run.
+
+    python benchmarks/fmnist_screen.py ARM SEED EPOCHS MODE OUT_DIR [more ottt-train options]
+
+ARM: "base" (the fmnist recipe), "init_default" (PyTorch's default Linear initialization instead of
+the paper-code N(0, 0.01)), "drop_rec" (the hidden layer's dropout mask also on the spikes fed back to
+the recurrent synapse), "norm_mnist" (MNIST's mean/std for the input), or several joined with "+".
+The variants are applied in this process only, by replacing the pieces they change, so that the
+screening could run against the released recipe unchanged; `drop_rec` is now also the library's
+`R400(feedback_dropout=True)` (see the recipe). Results: benchmarks/results/fmnist_screen_20ep.*.
+"""
+import importlib
+import sys
+
+from ottt_cuda.nn import recurrent
+from ottt_cuda.train import cli, data
+
+r400mod = importlib.import_module("ottt_cuda.models.r400")
+
+KNOWN = {"base", "init_default", "drop_rec", "norm_mnist"}
+
+
+def apply(arms):
+    if "norm_mnist" in arms:       # the author's earlier Fashion-MNIST script normalizes with MNIST's statistics
+        data.FMNIST_MEAN, data.FMNIST_STD = 0.1307, 0.3081
+    if "init_default" in arms:     # PyTorch's default Linear init instead of N(0, 0.01)
+        r400mod.init_paper = lambda m: m
+    if "drop_rec" in arms:         # the hidden layer's dropout mask also on the spikes fed back
+        orig_forward = r400mod.R400.forward
+
+        def forward(self, x):
+            self.rnn._fb_drop = self.dropout
+            return orig_forward(self, x)
+        r400mod.R400.forward = forward
+
+        def _cell(self, current):
+            if self.s_prev is not None:
+                current = current + self.recurrent.step(self.s_prev)
+            s = self.neuron.step(current)
+            fb = self._fb_drop.step(s) if getattr(self, "_fb_drop", None) is not None else s
+            self.s_prev = fb if self.mode == "bptt" else fb.detach()
+            return s
+        recurrent.RecurrentLIF._cell = _cell
+
+
+def main(argv):
+    if len(argv) < 5:
+        raise SystemExit(__doc__)
+    arm, seed, epochs, mode, out = argv[:5]
+    arms = set(arm.split("+"))
+    if not arms <= KNOWN:
+        raise SystemExit(f"ARM must be {'/'.join(sorted(KNOWN))} (or several joined with +), got {arm!r}")
+    apply(arms)
+    return cli.main(["fmnist", "--mode", mode, "--seed", seed, "--epochs", epochs, "--threads", "1",
+                     "--out-dir", out, "--no-progress"] + argv[5:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
