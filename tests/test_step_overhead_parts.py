@@ -153,8 +153,8 @@ def test_deferred_weight_gradients_flush_when_they_weigh_as_much_as_the_weight()
     rows, flushes = [], []
     add, flush = DeferredWeightGrad.add, DeferredWeightGrad.flush
 
-    def spy_add(self, weight, g, a):
-        add(self, weight, g, a)
+    def spy_add(self, weight, bias, g, a):
+        add(self, weight, bias, g, a)
         rows.append((weight.shape[1], self.rows))
 
     def spy_flush(self):
@@ -192,3 +192,14 @@ def test_online_steps_drops_pending_gradients_on_an_exception_and_flushes_on_exi
         m(x).sum().backward()
         assert m[0].weight.grad is None  # still pending
     assert m[0].weight.grad is not None and m[0].weight.grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.05, 1.0])
+def test_all_step_losses_at_once_equal_step_loss_per_step(alpha):
+    from ottt_cuda.training import _step_losses, step_loss
+
+    g = torch.Generator().manual_seed(3)
+    outs = 3 * torch.randn(4, 5, 7, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 7, (5,), generator=g)
+    expected = torch.stack([step_loss(outs[t], y, 4, alpha) for t in range(4)])
+    assert rel_err(_step_losses(outs, y, 4, alpha, None), expected) <= 1e-12

@@ -95,7 +95,11 @@ class LinearTrace(torch.autograd.Function):
             a = _as(a, g.dtype)
             gw = grad_to_accumulate_into(weight) if ctx.direct else None
             if ctx.deferred is not None and not wide and _no_hooks(weight):
-                ctx.deferred.add(weight, g, a)  # summed into weight.grad later, one GEMM for many steps
+                # Summed into weight.grad later, one GEMM for many steps; the bias with it when it may be.
+                defer_bias = ctx.has_bias and ctx.needs_input_grad[3] and _no_hooks(bias)
+                ctx.deferred.add(weight, bias if defer_bias else None, g, a)
+                if defer_bias:
+                    return gx, None, None, None, None, None, None
                 gw = None
             elif gw is not None:
                 _fast.outer_accumulate_(gw, g, a, ctx.fast)

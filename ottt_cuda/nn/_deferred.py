@@ -20,20 +20,22 @@ from . import _fast
 
 
 class DeferredWeightGrad:
-    """Pending (g, a) rows of one weight."""
+    """Pending (g, a) rows of one weight (and of its bias: the bias gradient is the column sum of g)."""
 
     def __init__(self):
-        self.weight = None
+        self.weight = self.bias = None
         self.g, self.a = [], []
         self.rows = 0
 
-    def add(self, weight, g, a):
-        """Keep g [..., out] and a [..., in] for `weight` (a leaf); flush when they weigh as much as it."""
-        if self.weight is not None and self.weight is not weight:
+    def add(self, weight, bias, g, a):
+        """Keep g [..., out] and a [..., in] for `weight` (a leaf) and `bias` (a leaf or None: its
+        gradient then is not kept here); flush when they weigh as much as the weight."""
+        if self.weight is not None and (self.weight is not weight or self.bias is not bias):
             self.flush()  # another weight tensor (e.g. re-hoisted): settle the old one first
-        self.weight = weight
+        self.weight, self.bias = weight, bias
+        g2 = g if g.dim() == 2 else g.reshape(-1, g.shape[-1])
         # a is copied: it may be the synapse's trace, which the next step updates in place.
-        g2, a2 = g.reshape(-1, g.shape[-1]), a.reshape(-1, a.shape[-1]).clone()
+        a2 = (a if a.dim() == 2 else a.reshape(-1, a.shape[-1])).clone()
         self.g.append(g2)
         self.a.append(a2)
         self.rows += g2.shape[0]
@@ -41,24 +43,39 @@ class DeferredWeightGrad:
             self.flush()
 
     def flush(self):
-        """Add the pending rows to weight.grad (one GEMM) and forget them."""
+        """Add the pending rows to weight.grad (one GEMM) and bias.grad, and forget them."""
         if not self.g:
             return
-        weight = self.weight
+        weight, bias = self.weight, self.bias
         g = torch.cat(self.g) if len(self.g) > 1 else self.g[0]
         a = torch.cat(self.a) if len(self.a) > 1 else self.a[0]
         self.drop()
         with torch.no_grad():
-            grad = weight.grad
-            if grad is None:
-                weight.grad = torch.mm(g.t(), a)
-            elif (grad.layout == torch.strided and grad.is_contiguous() and grad.dtype == weight.dtype
-                  and grad.shape == weight.shape and not grad.requires_grad):
-                _fast.outer_accumulate_(grad, g, a, _fast.compiled(weight.device))
-            else:
-                grad.add_(torch.mm(g.t(), a))
+            _add_to_grad(weight, None, lambda: torch.mm(g.t(), a),
+                         lambda grad: _fast.outer_accumulate_(grad, g, a, _fast.compiled(weight.device)))
+            if bias is not None:
+                # Summed in float32 at least, as the per-step bias gradient (LinearTrace.backward).
+                gb = g.sum(0, dtype=torch.float32 if g.dtype != torch.float64 else g.dtype).to(bias.dtype)
+                _add_to_grad(bias, gb)
 
     def drop(self):
-        self.weight = None
+        self.weight = self.bias = None
         self.g, self.a = [], []
         self.rows = 0
+
+
+def _usable(p, grad):
+    return (grad.layout == torch.strided and grad.is_contiguous() and grad.dtype == p.dtype
+            and grad.shape == p.shape and not grad.requires_grad)
+
+
+def _add_to_grad(p, value, make=None, accumulate=None):
+    """p.grad += value (or p.grad = value when there is none); `make()` builds the value and
+    `accumulate(grad)` adds it in place, where computing it apart would be wasted."""
+    grad = p.grad
+    if grad is None:
+        p.grad = value if value is not None else make()
+    elif accumulate is not None and _usable(p, grad):
+        accumulate(grad)
+    else:
+        grad.add_(value if value is not None else make())

@@ -105,7 +105,7 @@ def set_mode(model, mode):
     _check_model(model)
     check_mode(mode)
     for m in model.modules():
-        if isinstance(m, Stateful):
+        if isinstance(m, Stateful) and m.mode != mode:  # (nn.Module.__setattr__ costs ~3 us per layer)
             m.mode = mode
     return model
 

@@ -52,8 +52,8 @@ class LIF(Stateful):
                     surrogate=self.surrogate, alpha=self.alpha)
 
     def reset_state(self):
-        self.v = None
-        self._args = None
+        set_state(self, "v", None)
+        set_state(self, "_args", None)
 
     def _v_for(self, x):
         # A state left from another batch shape or dtype (e.g. after switching

@@ -30,7 +30,7 @@ class RecurrentLIF(Stateful):
         self.s_prev = None
 
     def reset_state(self):
-        self.s_prev = None
+        set_state(self, "s_prev", None)
 
     def _cell(self, current):
         # At t = 1 there are no previous spikes: W s[0] = 0 and W's trace

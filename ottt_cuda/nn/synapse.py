@@ -35,8 +35,8 @@ class _Synapse(Stateful):
         self._deferred = None  # a _deferred.DeferredWeightGrad inside online_steps(defer_weight_grads=True)
 
     def reset_state(self):
-        self.a_hat = None
-        self._decay = None
+        set_state(self, "a_hat", None)
+        set_state(self, "_decay", None)
 
     def _checked_decay(self):
         # Checked at the first step of a sequence (it may have been reassigned since
