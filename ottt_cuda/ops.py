@@ -5,6 +5,19 @@ tensor's device (see ottt_cuda._backend) and runs it:
   fake kernels registered in ottt_cuda._registration);
 - 'triton': the Triton kernels, differentiated by the same formulas;
 - 'torch': the pure-PyTorch reference (ottt_cuda.reference).
+
+Per-call cost matters here: OTTT calls these ops once per layer and time step,
+often on small tensors (batch 1). So, on the compiled backends:
+- outer_accumulate_ and trace_update_ call the op first and check in Python only
+  when it fails: the C++ side checks every argument (csrc/op_inputs.h,
+  csrc/outer_accumulate_common.h), and the Python checks then name the bad
+  argument with the same message as on the other backends;
+- a differentiable lif_step / lif_multistep runs through a plain
+  torch.autograd.Function (_LIFStep, _LIFMultistep) instead of the autograd that
+  torch.library.register_autograd wraps around the op, which costs ~80 us per
+  call (it rebuilds the 12-argument schema in Python); under torch.compile the op
+  and its registered autograd are used, as the compiler needs them;
+- the OpOverloads are looked up once (_Compiled).
 """
 import torch
 
@@ -14,10 +27,28 @@ from ._registration import backward_lif_multistep, backward_lif_step, detach_res
 if _extension.loaded():
     _registration.register()
 
+_COMPILED_BACKENDS = ("cpu", "cuda")
+
+
+class _Compiled:
+    """torch.ops.ottt_cuda's OpOverloads, looked up once (each torch.ops attribute
+    lookup costs ~0.3 us); None when the extension is not loaded."""
+    if _extension.loaded():
+        lif_step_fwd = torch.ops.ottt_cuda.lif_step_fwd.default
+        lif_step_bwd = torch.ops.ottt_cuda.lif_step_bwd.default
+        lif_multistep_fwd = torch.ops.ottt_cuda.lif_multistep_fwd.default
+        lif_multistep_bwd = torch.ops.ottt_cuda.lif_multistep_bwd.default
+        trace_update = torch.ops.ottt_cuda.trace_update.default
+        trace_update_ = torch.ops.ottt_cuda.trace_update_.default
+        outer_accumulate_ = torch.ops.ottt_cuda.outer_accumulate_.default
+    else:
+        lif_step_fwd = lif_step_bwd = lif_multistep_fwd = lif_multistep_bwd = None
+        trace_update = trace_update_ = outer_accumulate_ = None
+
 
 def _impl(name):
-    if name in ("cpu", "cuda"):
-        return torch.ops.ottt_cuda
+    if name in _COMPILED_BACKENDS:
+        return _Compiled
     if name == "triton":
         from . import triton as triton_backend
 
@@ -25,7 +56,21 @@ def _impl(name):
     return None
 
 
-class _TritonLIFStep(torch.autograd.Function):
+def _compiled_serves(t):
+    """Whether tensor t's op runs the compiled kernels, eagerly (not under
+    torch.compile, which traces the checked path): the wrappers' fast path."""
+    return (_Compiled.outer_accumulate_ is not None and isinstance(t, torch.Tensor)
+            and not torch.compiler.is_compiling() and _backend.get_backend(t.device) in _COMPILED_BACKENDS)
+
+
+def _is_real(value):
+    # bool is an int to Python and a float to the op's schema: the checked path refuses it
+    return type(value) is float or type(value) is int
+
+
+class _LIFStep(torch.autograd.Function):
+    """lif_step's autograd on the Triton and (eagerly) the compiled kernels; impl
+    holds lif_step_fwd / lif_step_bwd with the compiled ops' contract."""
     @staticmethod
     def forward(ctx, impl, x, v, trace, mask, args):
         spike, v_next, h, trace_next = impl.lif_step_fwd(x, v, trace, mask, *args, x.requires_grad)
@@ -33,6 +78,9 @@ class _TritonLIFStep(torch.autograd.Function):
         ctx.args = args
         ctx.save_for_backward(h, mask)
         ctx.mark_non_differentiable(v_next, trace_next)
+        # v_next and trace_next are detached (OTTT): None for their gradients, not
+        # two zero tensors per call (backward_lif_step takes a None grad_spike too)
+        ctx.set_materialize_grads(False)
         return spike, v_next, trace_next
 
     @staticmethod
@@ -43,7 +91,8 @@ class _TritonLIFStep(torch.autograd.Function):
         return None, grad_x, None, None, None, None
 
 
-class _TritonLIFMultistep(torch.autograd.Function):
+class _LIFMultistep(torch.autograd.Function):
+    """lif_multistep's autograd on the Triton and (eagerly) the compiled kernels."""
     @staticmethod
     def forward(ctx, impl, x_seq, v0, args, detach_reset):
         needs = x_seq.requires_grad or (v0 is not None and v0.requires_grad)
@@ -99,13 +148,18 @@ def lif_step(x, v=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, s
                                       surrogate=surrogate, alpha=alpha, trace=trace,
                                       trace_decay=trace_decay, mask=mask)
     args = (tau, v_th, v_reset, decay_input, trace_decay if with_trace else 0.0, surrogate, alpha)
+    needs_grad = torch.is_grad_enabled() and x.requires_grad
     if name == "triton":
-        spike, v_next, trace_next = _TritonLIFStep.apply(_impl(name), x, v, trace, mask, args)
-    else:
-        needs_grad = torch.is_grad_enabled() and x.requires_grad
+        spike, v_next, trace_next = _LIFStep.apply(_impl(name), x, v, trace, mask, args)
+    elif torch.compiler.is_compiling():
+        # the op and its registered autograd (and fake kernel): what torch.compile traces
         spike, v_next, _h, trace_next = torch.ops.ottt_cuda.lif_step_fwd(x, v, trace, mask, *args, needs_grad)
         # Custom-op autograd makes every output differentiable; OTTT detaches these.
         v_next, trace_next = v_next.detach(), trace_next.detach()
+    elif needs_grad:
+        spike, v_next, trace_next = _LIFStep.apply(_Compiled, x, v, trace, mask, args)
+    else:  # nothing to differentiate: no autograd at all, h not saved
+        spike, v_next, _h, trace_next = _Compiled.lif_step_fwd(x, v, trace, mask, *args, False)
     return (spike, v_next, trace_next) if with_trace else (spike, v_next)
 
 
@@ -135,11 +189,14 @@ def lif_multistep(x_seq, v0=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_inpu
                                            detach_reset=detach_reset)
     args = (tau, v_th, v_reset, decay_input, surrogate, alpha)
     if name == "triton":
-        return _TritonLIFMultistep.apply(_impl(name), x_seq, v0, args, detach_reset)
+        return _LIFMultistep.apply(_impl(name), x_seq, v0, args, detach_reset)
     if not detach_reset and not _registration.compiled_has_detach_reset():
         raise RuntimeError(f"detach_reset=False: the loaded ottt_cuda._C was built before this argument existed; "
                            f"{_extension.REBUILD_HINT}, or pick the 'torch' backend (ottt_cuda.set_backend)")
     needs_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v0 is not None and v0.requires_grad))
+    if needs_grad and not torch.compiler.is_compiling():
+        return _LIFMultistep.apply(_Compiled, x_seq, v0, args, detach_reset)
+    # without gradients (no autograd to pay for), or under torch.compile (which traces the op's own autograd)
     spike_seq, v_last, _h = torch.ops.ottt_cuda.lif_multistep_fwd(x_seq, v0, *args, needs_grad,
                                                                   **detach_reset_kwargs(detach_reset))
     return spike_seq, v_last
@@ -163,6 +220,16 @@ def trace_update(trace, s, decay):
 
 def trace_update_(trace, s, decay):
     """In-place trace update; returns `trace`. Any strides are accepted."""
+    # Fast path (see the module's docstring): the op checks trace, s (csrc/op_inputs.h)
+    # and a finite decay in [0, 1] (csrc/common.h). Not for tensors that autograd
+    # tracks: the checked path runs those under no_grad.
+    if (_is_real(decay) and _compiled_serves(trace) and isinstance(s, torch.Tensor)
+            and not (torch.is_grad_enabled() and (trace.requires_grad or s.requires_grad))):
+        try:
+            _Compiled.trace_update_(trace, s, decay)
+            return trace
+        except (RuntimeError, ValueError, TypeError):
+            pass  # the checks below name the bad argument, or the op raises its error again
     _validation.tensor(trace, "trace")
     _validation.like(s, "s", trace, "trace")
     decay = _validation.decay(decay, "decay")
@@ -173,7 +240,7 @@ def trace_update_(trace, s, decay):
         elif name == "triton":
             _impl(name).trace_update_(trace, s, decay)
         else:
-            torch.ops.ottt_cuda.trace_update_(trace, s, decay)
+            _Compiled.trace_update_(trace, s, decay)
     return trace
 
 
@@ -182,6 +249,16 @@ def outer_accumulate_(grad_w, g, a, alpha=1.0):
     flattened into the batch), accumulated in grad_w's dtype (float32 for
     float16/bfloat16 inputs). OTTT's instantaneous weight gradient: g is the
     error at the synapse's output, a the trace of its input. Returns grad_w."""
+    # Fast path (see the module's docstring): the op checks every argument
+    # (csrc/outer_accumulate_common.h). Not for tensors that autograd tracks: the
+    # checked path runs those under no_grad, on detached g and a.
+    if (_is_real(alpha) and _compiled_serves(grad_w) and isinstance(g, torch.Tensor) and isinstance(a, torch.Tensor)
+            and not (torch.is_grad_enabled() and (grad_w.requires_grad or g.requires_grad or a.requires_grad))):
+        try:
+            _Compiled.outer_accumulate_(grad_w, g, a, alpha)
+            return grad_w
+        except (RuntimeError, ValueError, TypeError):
+            pass  # the checks below name the bad argument, or the op raises its error again
     _validation.tensor(grad_w, "grad_w")
     _validation.tensor(g, "g")
     _validation.tensor(a, "a")
@@ -209,5 +286,5 @@ def outer_accumulate_(grad_w, g, a, alpha=1.0):
         elif name == "triton":
             _impl(name).outer_accumulate_(grad_w, g.detach(), a.detach(), alpha)
         else:
-            torch.ops.ottt_cuda.outer_accumulate_(grad_w, g.detach(), a.detach(), alpha)
+            _Compiled.outer_accumulate_(grad_w, g.detach(), a.detach(), alpha)
     return grad_w

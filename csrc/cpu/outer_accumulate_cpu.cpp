@@ -12,7 +12,7 @@ namespace ottt {
 namespace {
 
 void outer_accumulate_cpu(at::Tensor& grad_w, const at::Tensor& g_in, const at::Tensor& a_in, double alpha) {
-  OuterArgs args = check_outer_args(grad_w, g_in, a_in);
+  OuterArgs args = check_outer_args(grad_w, g_in, a_in, alpha);
   if (args.n == 0 || grad_w.numel() == 0) return;
   const auto dt = grad_w.scalar_type();
   at::Tensor g = args.g.scalar_type() == dt ? args.g : args.g.to(dt);
