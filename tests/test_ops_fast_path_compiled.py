@@ -174,3 +174,16 @@ DIRECT = [
 def test_compiled_ops_raise_value_and_type_errors(exc, pattern, call):
     with pytest.raises(exc, match=pattern):
         call(torch.ops.ottt_cuda)
+
+
+@compiled
+@pytest.mark.parametrize("surrogate", reference.SURROGATES)
+def test_vectorized_backward_matches_float64_formula(surrogate):
+    """The CPU backward's vector loop (AVX2, with ATen's fast polynomial exp for the
+    sigmoid) over a few thousand float32 elements spanning the surrogate's support,
+    against the surrogate derivative computed in float64 (ottt_cuda.reference)."""
+    z = torch.linspace(-3.0, 3.0, 4099)  # float32; the formula sees the same values in float64
+    grad = torch.linspace(-2.0, 2.0, 4099).flip(0)
+    want = grad.double() * reference.surrogate_grad_ref(z.double(), surrogate, 4.0)
+    got = torch.ops.ottt_cuda.lif_step_bwd(grad, z, None, 2.0, 1.0, False, surrogate, 4.0)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
