@@ -19,6 +19,8 @@ often on small tensors (batch 1). So, on the compiled backends:
   and its registered autograd are used, as the compiler needs them;
 - the OpOverloads are looked up once (_Compiled).
 """
+import os
+
 import torch
 
 from . import _backend, _extension, _registration, _validation, reference
@@ -28,6 +30,23 @@ if _extension.loaded():
     _registration.register()
 
 _COMPILED_BACKENDS = ("cpu", "cuda")
+_BACKEND_ENV = "OTTT_BACKEND"  # read by _backend.get_backend too
+
+
+def _env_backend_factory():
+    """A function returning OTTT_BACKEND's current value (None when unset).
+    os.environ.get costs ~1 us per call (key encoding, the Mapping ABC): more than
+    the rest of a fast-path call. CPython's os.environ keeps its encoded items in
+    the dict os.environ._data, which every os.environ write updates; that dict is
+    read directly where it exists (any CPython), os.environ.get elsewhere."""
+    data, encodekey = getattr(os.environ, "_data", None), getattr(os.environ, "encodekey", None)
+    if not isinstance(data, dict) or encodekey is None:
+        return lambda: os.environ.get(_BACKEND_ENV)
+    key = encodekey(_BACKEND_ENV)
+    return lambda: data.get(key)
+
+
+_env_backend = _env_backend_factory()
 
 
 class _Compiled:
@@ -56,11 +75,27 @@ def _impl(name):
     return None
 
 
+# The automatic backend per device type: fixed for the process (it depends only on
+# what was built and whether triton imports), so it is looked up once.
+_AUTOMATIC = {}
+
+
+def _backend_for(device):
+    """_backend.get_backend(device), without its ~2 us when nothing is forced:
+    set_backend and OTTT_BACKEND are still read at every call."""
+    if _backend._forced is None and not _env_backend():
+        name = _AUTOMATIC.get(device.type)
+        if name is None:
+            name = _AUTOMATIC[device.type] = _backend.get_backend(device)
+        return name
+    return _backend.get_backend(device)
+
+
 def _compiled_serves(t):
     """Whether tensor t's op runs the compiled kernels, eagerly (not under
     torch.compile, which traces the checked path): the wrappers' fast path."""
     return (_Compiled.outer_accumulate_ is not None and isinstance(t, torch.Tensor)
-            and not torch.compiler.is_compiling() and _backend.get_backend(t.device) in _COMPILED_BACKENDS)
+            and not torch.compiler.is_compiling() and _backend_for(t.device) in _COMPILED_BACKENDS)
 
 
 def _is_real(value):

@@ -187,3 +187,27 @@ def test_vectorized_backward_matches_float64_formula(surrogate):
     want = grad.double() * reference.surrogate_grad_ref(z.double(), surrogate, 4.0)
     got = torch.ops.ottt_cuda.lif_step_bwd(grad, z, None, 2.0, 1.0, False, surrogate, 4.0)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+@compiled
+def test_backend_chosen_at_run_time_is_honored(monkeypatch):
+    """The fast path's backend lookup still follows OTTT_BACKEND and set_backend, as changed
+    between calls."""
+    calls = []
+    monkeypatch.setattr(reference, "outer_accumulate__ref", lambda *args: calls.append("torch"))
+    w, g, a = torch.zeros(3, 4), torch.ones(2, 3), torch.ones(2, 4)
+    with using_backend(None):
+        ops.outer_accumulate_(w, g, a)
+        assert calls == [] and torch.equal(w, torch.full((3, 4), 2.0))
+        monkeypatch.setenv("OTTT_BACKEND", "torch")
+        ops.outer_accumulate_(w, g, a)
+        assert calls == ["torch"]
+        monkeypatch.setenv("OTTT_BACKEND", "cuda")
+        with pytest.raises(RuntimeError, match=r"backend 'cuda'.*OTTT_BACKEND"):
+            ops.outer_accumulate_(w, g, a)
+        monkeypatch.delenv("OTTT_BACKEND")
+        ops.outer_accumulate_(w, g, a)
+        assert calls == ["torch"] and torch.equal(w, torch.full((3, 4), 4.0))
+    with using_backend("torch"):
+        ops.outer_accumulate_(w, g, a)
+    assert calls == ["torch", "torch"]
