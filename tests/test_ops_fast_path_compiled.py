@@ -211,3 +211,24 @@ def test_backend_chosen_at_run_time_is_honored(monkeypatch):
     with using_backend("torch"):
         ops.outer_accumulate_(w, g, a)
     assert calls == ["torch", "torch"]
+
+
+@compiled
+@pytest.mark.parametrize("batch", range(1, 10))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_outer_accumulate_small_batch_kernel_every_batch_and_edge(batch, threads):
+    """The CPU small-batch loop (batch <= 8; 9 is addmm_) over full 16-wide column blocks plus
+    a masked tail (in = 37), groups of 4 rows plus leftover rows (out = 1203, cut into chunks
+    by the threads at row counts that are not multiples of 4), vs a float64 matmul."""
+    gen = torch.Generator().manual_seed(batch)
+    w = torch.randn(1203, 37, generator=gen)
+    g, a = torch.randn(batch, 1203, generator=gen), torch.rand(batch, 37, generator=gen)
+    exact = w.double() + 0.3 * g.double().t() @ a.double()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with using_backend("cpu"):
+            ops.outer_accumulate_(w, g, a, 0.3)
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(w.double(), exact, rtol=1e-6, atol=1e-5)
