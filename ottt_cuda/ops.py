@@ -19,6 +19,7 @@ often on small tensors (batch 1). So, on the compiled backends:
   and its registered autograd are used, as the compiler needs them;
 - the OpOverloads are looked up once (_Compiled).
 """
+import math
 import os
 
 import torch
@@ -158,6 +159,12 @@ def lif_step(x, v=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, s
     dropout mask) multiplies the spikes. Saved for backward: h, one element per
     neuron (plus the mask, which the caller holds anyway).
     """
+    if _lif_step_fast_ok(x, v, tau, v_th, v_reset, decay_input, surrogate, alpha, trace, trace_decay, mask):
+        try:
+            return _lif_step_compiled(x, _detached(v), tau, v_th, v_reset, decay_input, surrogate, alpha,
+                                      _detached(trace), trace_decay, _detached(mask))
+        except (RuntimeError, ValueError, TypeError):
+            pass  # the checks below name the bad argument, or the op raises its error again
     _validation.tensor(x, "x")
     tau, v_th, v_reset, decay_input, surrogate, alpha = _validation.neuron(
         tau, v_th, v_reset, decay_input, surrogate, alpha)
@@ -183,19 +190,55 @@ def lif_step(x, v=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, s
                                       surrogate=surrogate, alpha=alpha, trace=trace,
                                       trace_decay=trace_decay, mask=mask)
     args = (tau, v_th, v_reset, decay_input, trace_decay if with_trace else 0.0, surrogate, alpha)
-    needs_grad = torch.is_grad_enabled() and x.requires_grad
     if name == "triton":
         spike, v_next, trace_next = _LIFStep.apply(_impl(name), x, v, trace, mask, args)
-    elif torch.compiler.is_compiling():
+        return (spike, v_next, trace_next) if with_trace else (spike, v_next)
+    if torch.compiler.is_compiling():
         # the op and its registered autograd (and fake kernel): what torch.compile traces
+        needs_grad = torch.is_grad_enabled() and x.requires_grad
         spike, v_next, _h, trace_next = torch.ops.ottt_cuda.lif_step_fwd(x, v, trace, mask, *args, needs_grad)
         # Custom-op autograd makes every output differentiable; OTTT detaches these.
         v_next, trace_next = v_next.detach(), trace_next.detach()
-    elif needs_grad:
+        return (spike, v_next, trace_next) if with_trace else (spike, v_next)
+    return _lif_step_compiled(x, v, tau, v_th, v_reset, decay_input, surrogate, alpha, trace,
+                              trace_decay if with_trace else None, mask)
+
+
+def _lif_step_compiled(x, v, tau, v_th, v_reset, decay_input, surrogate, alpha, trace, trace_decay, mask):
+    """lif_step on the compiled kernels, eagerly; v, trace and mask detached, trace
+    present when trace_decay is given (None: no trace)."""
+    with_trace = trace_decay is not None
+    if with_trace and trace is None:
+        trace = torch.zeros_like(x)
+    args = (tau, v_th, v_reset, decay_input, trace_decay if with_trace else 0.0, surrogate, alpha)
+    if torch.is_grad_enabled() and x.requires_grad:
         spike, v_next, trace_next = _LIFStep.apply(_Compiled, x, v, trace, mask, args)
-    else:  # nothing to differentiate: no autograd at all, h not saved
+    else:  # nothing to differentiate: no autograd Function, h not saved
         spike, v_next, _h, trace_next = _Compiled.lif_step_fwd(x, v, trace, mask, *args, False)
     return (spike, v_next, trace_next) if with_trace else (spike, v_next)
+
+
+def _detached(t):
+    return t.detach() if t is not None and t.requires_grad else t
+
+
+def _finite_real(value):
+    return _is_real(value) and math.isfinite(value)
+
+
+def _lif_step_fast_ok(x, v, tau, v_th, v_reset, decay_input, surrogate, alpha, trace, trace_decay, mask):
+    """Whether lif_step may skip its Python checks: the compiled kernels run it and
+    every argument is of a kind the op checks itself (csrc/op_inputs.h: x's dtype,
+    v/trace/mask like x, tau > 0, alpha > 0, the surrogate's name), or checked here
+    cheaply (finite v_th and v_reset, trace_decay in [0, 1], trace only with
+    trace_decay). A mask to broadcast takes the checked path, which expands it."""
+    return (_compiled_serves(x) and _finite_real(tau) and _finite_real(v_th) and _finite_real(alpha)
+            and (v_reset is None or _finite_real(v_reset)) and type(decay_input) is bool
+            and type(surrogate) is str and (v is None or isinstance(v, torch.Tensor))
+            and (trace_decay is None or (_finite_real(trace_decay) and 0.0 <= trace_decay <= 1.0))
+            and (trace is None or (trace_decay is not None and isinstance(trace, torch.Tensor)))
+            and (mask is None or (isinstance(mask, torch.Tensor) and mask.shape == x.shape
+                                  and mask.dtype == x.dtype)))
 
 
 def lif_multistep(x_seq, v0=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, surrogate="sigmoid",

@@ -19,7 +19,7 @@ def no_python_checks(monkeypatch):
     """Makes the Python argument checks fail the test if they run."""
     def refuse(*args, **kwargs):
         raise AssertionError("the Python checks ran on a valid call")
-    for name in ("tensor", "like", "number", "decay"):
+    for name in ("tensor", "like", "number", "decay", "neuron", "mask_for"):
         monkeypatch.setattr(ops._validation, name, refuse)
 
 
@@ -35,6 +35,23 @@ def test_valid_in_place_calls_skip_the_python_checks(no_python_checks):
         assert ops.trace_update_(tr, s, 0.25) is tr
     torch.testing.assert_close(w.double(), want_w, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(tr, want_tr, rtol=0, atol=1e-7)
+
+
+@compiled
+@pytest.mark.parametrize("with_grad", [False, True])
+def test_valid_lif_step_skips_the_python_checks(with_grad, no_python_checks):
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.randn(4, 9, generator=gen) * 1.5).requires_grad_(with_grad)
+    v, tr = torch.rand(4, 9, generator=gen), torch.rand(4, 9, generator=gen)
+    mask = (torch.rand(4, 9, generator=gen) > 0.5).float()
+    kw = dict(tau=3, v_th=0.8, v_reset=0.1, decay_input=True, surrogate="atan", alpha=2, trace_decay=0.5, mask=mask)
+    with using_backend("cpu"):
+        s, vn, tn = ops.lif_step(x, v, trace=tr, **kw)
+    ref_kw = dict(kw, tau=3.0, alpha=2.0)  # the reference takes floats
+    want = reference.lif_step_ref(x.detach(), v, trace=tr, **ref_kw)
+    for got, exp in zip((s, vn, tn), want):
+        torch.testing.assert_close(got.detach(), exp, rtol=1e-6, atol=1e-6)
+    assert s.requires_grad == with_grad
 
 
 # Mistakes the compiled op alone would accept or report as another type; the wrapper must refuse each
