@@ -218,6 +218,14 @@ def spikingjelly_multistep(device, T, n, dtype):
     return _common.time_call(run, device)
 
 
+def _load_average():
+    """The 1/5/15-minute load averages (os.getloadavg), or None where the OS has none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def _check_equal(got, want):
     for a, b in zip(got, want):
         if a.dtype == torch.float32 and b.dtype == torch.float32 and a.shape == b.shape:
@@ -258,6 +266,7 @@ def main(argv=None):
     n -= n % args.T
     out_f, in_f = args.features
     backends = _backends(device)
+    load_before = _load_average()
 
     rows = []
     for name, nbytes, make, check in cases(device, n, args.batches, out_f, in_f, args.T, dtype):
@@ -291,7 +300,8 @@ def main(argv=None):
     for r in rows:
         r["speedup_vs_eager"] = base[r["op"]] / r["ms"]
 
-    print(f"\nKernel benchmark on {device} ({args.dtype}, {n} neurons, outer {out_f}x{in_f})\n")
+    print(f"\nKernel benchmark on {device} ({args.dtype}, {n} neurons, outer {out_f}x{in_f}, "
+          f"{torch.get_num_threads()} threads, load average {load_before} -> {_load_average()})\n")
     print("| op | backend | ms | GB/s | x best eager |")
     print("|---|---|---:|---:|---:|")
     for r in rows:
@@ -303,7 +313,9 @@ def main(argv=None):
     payload = {"command": _common.command_line(), "machine": _common.machine(device),
                "build_info": ottt_cuda.build_info(), "package": os.path.dirname(ottt_cuda.__file__),
                "threads": torch.get_num_threads(), "dtype": args.dtype, "numel": n,
-               "features": [out_f, in_f], "T": args.T, "copy_GBps": copy_gbs, "rows": rows}
+               "features": [out_f, in_f], "T": args.T, "copy_GBps": copy_gbs,
+               # other processes' load skews CPU timings: recorded so that a reader can judge a run
+               "load_average_1_5_15min": {"start": load_before, "end": _load_average()}, "rows": rows}
     _common.save_json(stem + ".json", payload)
     with open(stem + ".csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))

@@ -1,13 +1,14 @@
-// outer_accumulate_'s small-batch CPU kernel (OTTT's online regime, batch 1 to
-// kOuterSmallBatch): grad_w [out, in] += sum_k (alpha g[k, i]) a[k, :], float32,
-// AVX-512, rows of grad_w streamed once.
+// outer_accumulate_'s small-batch CPU kernel (OTTT's online regime): one pass of
+// grad_w [out, in] += sum_k (alpha g[k, i]) a[k, :] over 1 to 8 rows k of g and a,
+// float32, AVX-512, the rows of grad_w streamed once (outer_accumulate_cpu.cpp
+// makes two passes for 9 to 16).
 //
-// Why not addmm_ as for larger batches: with k <= 8 a GEMM is a rank-k update,
+// Why not addmm_ as for larger batches: with few rows a GEMM is a rank-k update,
 // bound by streaming grad_w through the cache, and MKL's sgemm adds a fixed
 // cost per call (packing, dispatch) that this loop does not have. Measured at
 // 512 x 512, 1 thread: 1.1-1.5x faster than grad_w.addmm_(g.t(), a) at batch
-// 1-8 (benchmarks/results/kernels_cpu.md). Four rows at a time, so each vector
-// of a loaded from L1 feeds four FMAs.
+// 1-8 (benchmarks/results/kernels_cpu.md). Four rows of grad_w at a time, so
+// each vector of a loaded from L1 feeds four FMAs.
 //
 // Compiled for AVX-512F by a target attribute, called only when the CPU has it
 // (has_avx512f()); elsewhere the caller keeps addmm_. Intrinsics only, so no
