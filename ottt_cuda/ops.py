@@ -7,17 +7,22 @@ tensor's device (see ottt_cuda._backend) and runs it:
 - 'torch': the pure-PyTorch reference (ottt_cuda.reference).
 
 Per-call cost matters here: OTTT calls these ops once per layer and time step,
-often on small tensors (batch 1). So, on the compiled backends:
-- outer_accumulate_ and trace_update_ call the op first and check in Python only
-  when it fails: the C++ side checks every argument (csrc/op_inputs.h,
-  csrc/outer_accumulate_common.h), and the Python checks then name the bad
-  argument with the same message as on the other backends;
+often on small tensors (batch 1). So, eagerly on the compiled backends:
+- lif_step, trace_update(_) and outer_accumulate_ call the op first and check in
+  Python only when it fails: the C++ side checks the tensors and the scalars it
+  can (csrc/common.h, csrc/op_inputs.h, csrc/outer_accumulate_common.h, raising
+  ValueError/TypeError), the rest is checked inline, and on any error the Python
+  checks run and name the bad argument with the same message as on the other
+  backends. Unusual input (a mask to broadcast, tensors autograd tracks for the
+  in-place ops, a bool where a number goes) takes the checked path directly;
 - a differentiable lif_step / lif_multistep runs through a plain
   torch.autograd.Function (_LIFStep, _LIFMultistep) instead of the autograd that
   torch.library.register_autograd wraps around the op, which costs ~80 us per
-  call (it rebuilds the 12-argument schema in Python); under torch.compile the op
-  and its registered autograd are used, as the compiler needs them;
-- the OpOverloads are looked up once (_Compiled).
+  call (it rebuilds the 12-argument schema in Python), and calls with nothing
+  to differentiate skip that autograd too (_past_autograd); under torch.compile
+  the op and its registered autograd are used, as the compiler needs them;
+- the OpOverloads are looked up once (_Compiled), the automatic backend once per
+  device type (set_backend and OTTT_BACKEND are still read at every call).
 """
 import math
 import os
