@@ -39,20 +39,20 @@ _COMPILED_BACKENDS = ("cpu", "cuda")
 _BACKEND_ENV = "OTTT_BACKEND"  # read by _backend.get_backend too
 
 
-def _env_backend_factory():
-    """A function returning OTTT_BACKEND's current value (None when unset).
+def _env_lookup():
+    """(get, key) with get(key) OTTT_BACKEND's current value (None when unset).
     os.environ.get costs ~1 us per call (key encoding, the Mapping ABC): more than
     the rest of a fast-path call. CPython's os.environ keeps its encoded items in
     the dict os.environ._data, which every os.environ write updates; that dict is
     read directly where it exists (any CPython), os.environ.get elsewhere."""
     data, encodekey = getattr(os.environ, "_data", None), getattr(os.environ, "encodekey", None)
     if not isinstance(data, dict) or encodekey is None:
-        return lambda: os.environ.get(_BACKEND_ENV)
-    key = encodekey(_BACKEND_ENV)
-    return lambda: data.get(key)
+        return os.environ.get, _BACKEND_ENV
+    return data.get, encodekey(_BACKEND_ENV)
 
 
-_env_backend = _env_backend_factory()
+_env_get, _env_key = _env_lookup()
+_is_compiling = torch.compiler.is_compiling
 
 
 def _past_autograd(op):
@@ -103,27 +103,26 @@ def _impl(name):
     return None
 
 
-# The automatic backend per device type: fixed for the process (it depends only on
-# what was built and whether triton imports), so it is looked up once.
-_AUTOMATIC = {}
-
-
-def _backend_for(device):
-    """_backend.get_backend(device), without its ~2 us when nothing is forced:
-    set_backend and OTTT_BACKEND are still read at every call."""
-    if _backend._forced is None and not _env_backend():
-        name = _AUTOMATIC.get(device.type)
-        if name is None:
-            name = _AUTOMATIC[device.type] = _backend.get_backend(device)
-        return name
-    return _backend.get_backend(device)
+# Whether the automatic backend of a device type is a compiled one: fixed for the
+# process (it depends only on what was built and whether triton imports), so it
+# is looked up once per device type.
+_AUTOMATIC_COMPILED = {}
 
 
 def _compiled_serves(t):
     """Whether tensor t's op runs the compiled kernels, eagerly (not under
-    torch.compile, which traces the checked path): the wrappers' fast path."""
-    return (_Compiled.outer_accumulate_ is not None and isinstance(t, torch.Tensor)
-            and not torch.compiler.is_compiling() and _backend_for(t.device) in _COMPILED_BACKENDS)
+    torch.compile, which traces the checked path): the wrappers' fast path.
+    _backend.get_backend's answer, without its ~2 us when no backend is forced
+    (set_backend and OTTT_BACKEND are still read at every call)."""
+    if not isinstance(t, torch.Tensor) or _Compiled.outer_accumulate_ is None or _is_compiling():
+        return False
+    if _backend._forced is None and not _env_get(_env_key):
+        kind = t.device.type
+        serves = _AUTOMATIC_COMPILED.get(kind)
+        if serves is None:
+            serves = _AUTOMATIC_COMPILED[kind] = _backend.get_backend(t.device) in _COMPILED_BACKENDS
+        return serves
+    return _backend.get_backend(t.device) in _COMPILED_BACKENDS
 
 
 def _is_real(value):

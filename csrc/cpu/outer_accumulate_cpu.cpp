@@ -1,8 +1,8 @@
 // CPU kernel of outer_accumulate_: grad_w += alpha * g^T a.
 // Batches up to kOuterSmallBatchCpu rows (OTTT's online regime) accumulating
 // into a contiguous float32 grad_w take the AVX-512 rank-k loop of
-// outer_small_batch_avx512.h where the CPU has AVX-512F: 8 rows of g and a per
-// pass, over blocks of grad_w small enough to stay in L2 between passes.
+// outer_small_batch_avx512.h where the CPU has AVX-512F (one pass of up to 8
+// rows of g and a over blocks of grad_w).
 // Everything else is BLAS (addmm_ with beta = 1, no temporary result), the
 // fastest way for larger batches (measured in benchmarks/kernels.py). fp16/bf16
 // inputs accumulating into an fp32 grad_w are widened first: [N, out] and
@@ -18,14 +18,15 @@
 namespace ottt {
 namespace {
 
-// Up to this many rows of g and a the loop beats MKL's sgemm on one core (512 x 512:
-// 1.1-1.5x at 1-8 rows, ~1.5x at 16 with two passes; benchmarks/results/kernels_cpu.md).
-constexpr int64_t kOuterSmallBatchCpu = 16;
-constexpr int64_t kRowsPerPass = 8;  // outer_rows_n's largest batch
+// Up to this many rows of g and a (one pass of the loop, which takes 1 to 8) it is
+// worth it on one core (512 x 512: 1.1-1.25x MKL's sgemm at 2-8 rows, about even at
+// 1 row; benchmarks/results/kernels_cpu.md). Two passes (9-16 rows) lost to sgemm
+// (1.15-1.2x slower): each pass streams grad_w again, while sgemm's cost grows slowly
+// with the batch.
+constexpr int64_t kOuterSmallBatchCpu = 8;
 
-// Rows of grad_w per block: ~32 K elements (128 KB of float32), which stay in L2
-// across the passes and make a parallel chunk worth a thread.
-int64_t row_block(int64_t in) { return std::max<int64_t>(4, 32768 / std::max<int64_t>(in, 1)); }
+// Rows of grad_w per parallel chunk: at least ~32 K elements of work each.
+int64_t row_grain(int64_t in) { return std::max<int64_t>(4, 32768 / std::max<int64_t>(in, 1)); }
 
 void outer_accumulate_cpu(at::Tensor& grad_w, const at::Tensor& g_in, const at::Tensor& a_in, double alpha) {
   OuterArgs args = check_outer_args(grad_w, g_in, a_in, alpha);
@@ -40,13 +41,8 @@ void outer_accumulate_cpu(at::Tensor& grad_w, const at::Tensor& g_in, const at::
     const float* ap = a.data_ptr<float>();
     const int64_t out = grad_w.size(0), in = grad_w.size(1), n = args.n;
     const float al = static_cast<float>(alpha);
-    const int64_t block = row_block(in);
-    at::parallel_for(0, out, block, [&](int64_t r0, int64_t r1) {
-      for (int64_t b0 = r0; b0 < r1; b0 += block) {
-        const int64_t b1 = std::min(b0 + block, r1);
-        for (int64_t k0 = 0; k0 < n; k0 += kRowsPerPass)
-          avx512::outer_rows_n(std::min(kRowsPerPass, n - k0), w, gp + k0 * out, ap + k0 * in, out, in, al, b0, b1);
-      }
+    at::parallel_for(0, out, row_grain(in), [&](int64_t r0, int64_t r1) {
+      avx512::outer_rows_n(n, w, gp, ap, out, in, al, r0, r1);
     });
     return;
   }

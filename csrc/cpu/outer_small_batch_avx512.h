@@ -1,7 +1,6 @@
 // outer_accumulate_'s small-batch CPU kernel (OTTT's online regime): one pass of
 // grad_w [out, in] += sum_k (alpha g[k, i]) a[k, :] over 1 to 8 rows k of g and a,
-// float32, AVX-512, the rows of grad_w streamed once (outer_accumulate_cpu.cpp
-// makes two passes for 9 to 16).
+// float32, AVX-512, the rows of grad_w streamed once.
 //
 // Why not addmm_ as for larger batches: with few rows a GEMM is a rank-k update,
 // bound by streaming grad_w through the cache, and MKL's sgemm adds a fixed
