@@ -249,3 +249,20 @@ def test_outer_accumulate_small_batch_kernel_every_batch_and_edge(batch, threads
     finally:
         torch.set_num_threads(previous)
     torch.testing.assert_close(w.double(), exact, rtol=1e-6, atol=1e-5)
+
+
+@compiled
+@pytest.mark.parametrize("surrogate", reference.SURROGATES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_vectorized_backward_keeps_nan_and_infinite_membranes(surrogate, dtype):
+    """A NaN membrane gives a NaN gradient (0 for the triangle, whose fmax the compiled
+    kernels use on every backend) and +-inf the surrogate's limit, 0, as in the reference:
+    the vector loop's fast exp must not turn NaN into a number. 24 elements, so the
+    values land in the vector loop."""
+    z = torch.tensor([math.nan, math.inf, -math.inf, 0.05, -0.3, 2.0, math.nan, 0.0] * 3, dtype=dtype)
+    grad = torch.ones_like(z)
+    want = reference.surrogate_grad_ref(z.double(), surrogate, 4.0)
+    if surrogate == "triangle":  # the compiled kernels' max(1 - alpha |z|, 0) is fmax: 0 wins over NaN
+        want = torch.where(z.isnan(), 0.0, want)
+    got = torch.ops.ottt_cuda.lif_step_bwd(grad, z, None, 2.0, 1.0, False, surrogate, 4.0)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6, equal_nan=True)
