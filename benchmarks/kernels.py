@@ -1,7 +1,8 @@
 """Kernel bandwidth: GB/s of lif_step forward/backward, lif_multistep, trace_update
 and outer_accumulate_ for each backend on a device, against the equivalent eager
-PyTorch expression (the 'torch' backend: ottt_cuda.reference; torch.addmm_ /
-addr_ for outer_accumulate_ at batch 1, 8, 128; SpikingJelly's multi-step
+PyTorch expression (the 'torch' backend: ottt_cuda.reference; the fewest-pass
+eager lif_step; torch.addmm_ / addr_ for outer_accumulate_ at each --batches
+size, timed right after the op in the same loop; SpikingJelly's multi-step
 LIFNode for lif_multistep when SpikingJelly is installed), with the bytes each
 op must move counted by hand.
 
@@ -35,7 +36,7 @@ def _backends(device):
 
 
 def _with(backend, fn):
-    if backend == "eager":  # a plain PyTorch competitor: no backend involved
+    if backend.startswith("eager"):  # a plain PyTorch competitor: no backend involved
         return fn
 
     def run():
@@ -51,7 +52,7 @@ def _timed(backend, fn, device):
     """Median seconds of fn() with `backend` selected once around the whole timing:
     a user picks the backend once, so its switch is no part of an op's cost (the
     eager alternatives pay nothing for it either)."""
-    if backend == "eager":
+    if backend.startswith("eager"):
         return _common.time_call(fn, device)
     ottt_cuda.set_backend(backend)
     try:
@@ -157,32 +158,22 @@ def cases(device, n, batches, out_f, in_f, T, dtype):
         w = torch.zeros(out_f, in_f, device=device, dtype=dtype)
 
         def outer(b, g=g, a=a, w=w):
+            if b == "eager addmm_":
+                return lambda: (w.addmm_(g.t(), a),)
+            if b == "eager addr_":
+                return lambda: (w.addr_(g[0], a[0]),)
             return lambda: (ops.outer_accumulate_(w, g, a),)
 
         def check(b, g=g, a=a):
             w1 = torch.zeros(out_f, in_f, device=device, dtype=dtype)
             w2 = torch.zeros(out_f, in_f, device=device, dtype=dtype)
-            _with(b, lambda: ops.outer_accumulate_(w1, g, a))()
+            _with(b, lambda: outer(b, a=a, g=g, w=w1)())()
             w2.addmm_(g.t(), a)
             _check_equal((w1,), (w2,))
 
         # grad_w read + written once, g and a read once
         out.append((f"outer_accumulate_ B={batch}", (2 * out_f * in_f + batch * (out_f + in_f)) * el, outer, check))
     return out
-
-
-def eager_outer(device, batches, out_f, in_f, dtype):
-    """The plain PyTorch ways to do the same accumulation: addmm_ (and addr_ at batch 1)."""
-    gen = torch.Generator().manual_seed(0)
-    res = {}
-    for batch in batches:
-        g = torch.randn(batch, out_f, generator=gen).to(device, dtype)
-        a = torch.rand(batch, in_f, generator=gen).to(device, dtype)
-        w = torch.zeros(out_f, in_f, device=device, dtype=dtype)
-        res[(batch, "addmm_")] = _common.time_call(lambda: w.addmm_(g.t(), a), device)
-        if batch == 1:
-            res[(batch, "addr_")] = _common.time_call(lambda: w.addr_(g[0], a[0]), device)
-    return res
 
 
 def spikingjelly_multistep(device, T, n, dtype):
@@ -218,6 +209,26 @@ def spikingjelly_multistep(device, T, n, dtype):
     return _common.time_call(run, device)
 
 
+def _eager_competitors(name):
+    """The plain-PyTorch rivals timed right after the backends of case `name`, in the
+    same loop (so that a drifting machine load hits both alike): the fewest-pass
+    eager lif_step (eager_lif_step) for lif_step fwd+bwd; addmm_ (and addr_ at
+    batch 1) for outer_accumulate_."""
+    if name.startswith("lif_step fwd+bwd"):
+        return ["eager"]
+    if name.startswith("outer_accumulate_"):
+        return ["eager addmm_"] + (["eager addr_"] if name.endswith(" B=1") else [])
+    return []
+
+
+def _load_average():
+    """The 1/5/15-minute load averages (os.getloadavg), or None where the OS has none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def _check_equal(got, want):
     for a, b in zip(got, want):
         if a.dtype == torch.float32 and b.dtype == torch.float32 and a.shape == b.shape:
@@ -237,7 +248,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--numel", type=int, default=None, help="neurons per tensor (default 2^20 CPU, 2^26 CUDA)")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 128])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 128])
     p.add_argument("--features", type=int, nargs=2, default=[512, 512], metavar=("OUT", "IN"))
     p.add_argument("--T", type=int, default=8)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
@@ -258,21 +269,16 @@ def main(argv=None):
     n -= n % args.T
     out_f, in_f = args.features
     backends = _backends(device)
+    load_before = _load_average()
 
     rows = []
     for name, nbytes, make, check in cases(device, n, args.batches, out_f, in_f, args.T, dtype):
-        # lif_step fwd+bwd also races the fewest-pass eager expression (eager_lif_step)
-        for b in backends + (["eager"] if name.startswith("lif_step fwd+bwd") else []):
+        for b in backends + _eager_competitors(name):
             check(b)  # correctness before timing
             sec = _timed(b, make(b), device)
             rows.append({"op": name, "backend": b, "ms": sec * 1e3, "GB/s": nbytes / sec / 1e9})
             print(f"  {name:28s} {b:7s} {sec * 1e3:9.3f} ms  {nbytes / sec / 1e9:8.2f} GB/s", file=sys.stderr)
-    eager = eager_outer(device, args.batches, out_f, in_f, dtype)
     el = torch.empty((), dtype=dtype).element_size()
-    for (batch, how), sec in eager.items():
-        nbytes = (2 * out_f * in_f + batch * (out_f + in_f)) * el
-        rows.append({"op": f"outer_accumulate_ B={batch}", "backend": f"eager {how}", "ms": sec * 1e3,
-                     "GB/s": nbytes / sec / 1e9})
     sj_sec = spikingjelly_multistep(device, args.T, n, dtype)
     if sj_sec is not None:
         nbytes = 6 * n * el  # as lif_multistep above: x, s, saved state in fwd; grad, state, grad_x in bwd
@@ -291,7 +297,8 @@ def main(argv=None):
     for r in rows:
         r["speedup_vs_eager"] = base[r["op"]] / r["ms"]
 
-    print(f"\nKernel benchmark on {device} ({args.dtype}, {n} neurons, outer {out_f}x{in_f})\n")
+    print(f"\nKernel benchmark on {device} ({args.dtype}, {n} neurons, outer {out_f}x{in_f}, "
+          f"{torch.get_num_threads()} threads, load average {load_before} -> {_load_average()})\n")
     print("| op | backend | ms | GB/s | x best eager |")
     print("|---|---|---:|---:|---:|")
     for r in rows:
@@ -303,7 +310,9 @@ def main(argv=None):
     payload = {"command": _common.command_line(), "machine": _common.machine(device),
                "build_info": ottt_cuda.build_info(), "package": os.path.dirname(ottt_cuda.__file__),
                "threads": torch.get_num_threads(), "dtype": args.dtype, "numel": n,
-               "features": [out_f, in_f], "T": args.T, "copy_GBps": copy_gbs, "rows": rows}
+               "features": [out_f, in_f], "T": args.T, "copy_GBps": copy_gbs,
+               # other processes' load skews CPU timings: recorded so that a reader can judge a run
+               "load_average_1_5_15min": {"start": load_before, "end": _load_average()}, "rows": rows}
     _common.save_json(stem + ".json", payload)
     with open(stem + ".csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))

@@ -11,15 +11,17 @@ namespace ottt {
 inline at::Tensor empty0(const at::Tensor& like) { return at::empty({0}, like.options()); }
 
 inline void check_seq(const at::Tensor& seq, const char* name) {
-  TORCH_CHECK(seq.dim() >= 1, name, " must have a leading time dimension [T, ...], got a 0-d tensor");
+  TORCH_CHECK_VALUE(seq.dim() >= 1, name, " must have a leading time dimension [T, ...], got a 0-d tensor");
 }
 
 // A per-step tensor (v0, grad_v_last) beside a sequence [T, ...].
 inline void check_step_of(const at::Tensor& t, const char* name, const at::Tensor& seq, const char* seq_name) {
-  TORCH_CHECK(t.sizes() == seq.sizes().slice(1), name, " must have the shape of one step of ", seq_name, " ",
-              seq.sizes().slice(1), ", got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == seq.scalar_type() && t.device() == seq.device(), name,
-              " must have the dtype and device of ", seq_name);
+  TORCH_CHECK_VALUE(t.sizes() == seq.sizes().slice(1), name, " must have the shape of one step of ", seq_name,
+                    " ", seq.sizes().slice(1), ", got ", t.sizes());
+  TORCH_CHECK_VALUE(t.device() == seq.device(), name, " must be on the device of ", seq_name, " (", seq.device(),
+                    "), got ", t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == seq.scalar_type(), name, " must have the dtype of ", seq_name, " (",
+                   seq.scalar_type(), "), got ", t.scalar_type());
 }
 
 struct LifStepFwd {
@@ -135,6 +137,7 @@ template <typename Kernel>
 at::Tensor trace_update_with(const c10::optional<at::Tensor>& trace_in, const at::Tensor& s_in, double decay,
                              Kernel&& kernel) {
   check_float(s_in, "s");
+  check_decay(decay, "decay");
   const at::Tensor s = s_in.contiguous();
   const at::Tensor a = contiguous_or_undefined(trace_in);
   if (a.defined()) check_like(a, "trace", s, "s");
@@ -149,6 +152,7 @@ template <typename Kernel>
 void trace_update_inplace_with(at::Tensor& trace, const at::Tensor& s_in, double decay, Kernel&& kernel) {
   check_float(trace, "trace");
   check_like(s_in, "s", trace, "trace");
+  check_decay(decay, "decay");
   const at::Tensor s = s_in.contiguous();
   if (trace.is_contiguous()) {
     kernel(trace, trace, s, decay);

@@ -5,7 +5,28 @@ tensor's device (see ottt_cuda._backend) and runs it:
   fake kernels registered in ottt_cuda._registration);
 - 'triton': the Triton kernels, differentiated by the same formulas;
 - 'torch': the pure-PyTorch reference (ottt_cuda.reference).
+
+Per-call cost matters here: OTTT calls these ops once per layer and time step,
+often on small tensors (batch 1). So, eagerly on the compiled backends:
+- lif_step, trace_update(_) and outer_accumulate_ call the op first and check in
+  Python only when it fails: the C++ side checks the tensors and the scalars it
+  can (csrc/common.h, csrc/op_inputs.h, csrc/outer_accumulate_common.h, raising
+  ValueError/TypeError), the rest is checked inline, and on any error the Python
+  checks run and name the bad argument with the same message as on the other
+  backends. Unusual input (a mask to broadcast, tensors autograd tracks for the
+  in-place ops, a bool where a number goes) takes the checked path directly;
+- a differentiable lif_step / lif_multistep runs through a plain
+  torch.autograd.Function (_LIFStep, _LIFMultistep) instead of the autograd that
+  torch.library.register_autograd wraps around the op, which costs ~80 us per
+  call (it rebuilds the 12-argument schema in Python), and calls with nothing
+  to differentiate skip that autograd too (_past_autograd); under torch.compile
+  the op and its registered autograd are used, as the compiler needs them;
+- the OpOverloads are looked up once (_Compiled), the automatic backend once per
+  device type (set_backend and OTTT_BACKEND are still read at every call).
 """
+import math
+import os
+
 import torch
 
 from . import _backend, _extension, _registration, _validation, reference
@@ -14,10 +35,67 @@ from ._registration import backward_lif_multistep, backward_lif_step, detach_res
 if _extension.loaded():
     _registration.register()
 
+_COMPILED_BACKENDS = ("cpu", "cuda")
+_BACKEND_ENV = "OTTT_BACKEND"  # read by _backend.get_backend too
+
+
+def _env_lookup():
+    """(get, key) with get(key) OTTT_BACKEND's current value (None when unset).
+    os.environ.get costs ~1 us per call (key encoding, the Mapping ABC): more than
+    the rest of a fast-path call. CPython's os.environ keeps its encoded items in
+    the dict os.environ._data, which every os.environ write updates; that dict is
+    read directly where it exists (any CPython), os.environ.get elsewhere."""
+    data, encodekey = getattr(os.environ, "_data", None), getattr(os.environ, "encodekey", None)
+    if not isinstance(data, dict) or encodekey is None:
+        return os.environ.get, _BACKEND_ENV
+    return data.get, encodekey(_BACKEND_ENV)
+
+
+_env_get, _env_key = _env_lookup()
+_is_compiling = torch.compiler.is_compiling
+
+
+def _past_autograd(op):
+    """op called below the Autograd dispatch key. lif_step_fwd, lif_multistep_fwd and
+    trace_update carry the autograd that torch.library.register_autograd wraps
+    around them in Python (_registration.py), which every call enters, even one
+    with nothing to differentiate (~8 us at 16 elements, half of the call). The
+    wrappers take this path only where that autograd has nothing to do: inside
+    _LIFStep/_LIFMultistep.forward (which are the autograd) and for calls whose
+    inputs autograd does not track. torch._C._AutoDispatchBelowAutograd is the guard
+    that autograd itself (torch/_library/autograd.py) uses for this; where a torch
+    lacks it, the op is called as it is."""
+    below = getattr(torch._C, "_AutoDispatchBelowAutograd", None)
+    if below is None:
+        return op
+
+    def call(*args):
+        with below():
+            return op(*args)
+    return call
+
+
+class _Compiled:
+    """torch.ops.ottt_cuda's OpOverloads, looked up once (each torch.ops attribute
+    lookup costs ~0.3 us); None when the extension is not loaded. The forward ops
+    are called past their Python autograd (_past_autograd): only for inputs that
+    autograd does not track, or from an autograd.Function's forward."""
+    if _extension.loaded():
+        lif_step_fwd = staticmethod(_past_autograd(torch.ops.ottt_cuda.lif_step_fwd.default))
+        lif_step_bwd = torch.ops.ottt_cuda.lif_step_bwd.default
+        lif_multistep_fwd = staticmethod(_past_autograd(torch.ops.ottt_cuda.lif_multistep_fwd.default))
+        lif_multistep_bwd = torch.ops.ottt_cuda.lif_multistep_bwd.default
+        trace_update = staticmethod(_past_autograd(torch.ops.ottt_cuda.trace_update.default))
+        trace_update_ = torch.ops.ottt_cuda.trace_update_.default
+        outer_accumulate_ = torch.ops.ottt_cuda.outer_accumulate_.default
+    else:
+        lif_step_fwd = lif_step_bwd = lif_multistep_fwd = lif_multistep_bwd = None
+        trace_update = trace_update_ = outer_accumulate_ = None
+
 
 def _impl(name):
-    if name in ("cpu", "cuda"):
-        return torch.ops.ottt_cuda
+    if name in _COMPILED_BACKENDS:
+        return _Compiled
     if name == "triton":
         from . import triton as triton_backend
 
@@ -25,7 +103,36 @@ def _impl(name):
     return None
 
 
-class _TritonLIFStep(torch.autograd.Function):
+# Whether the automatic backend of a device type is a compiled one: fixed for the
+# process (it depends only on what was built and whether triton imports), so it
+# is looked up once per device type.
+_AUTOMATIC_COMPILED = {}
+
+
+def _compiled_serves(t):
+    """Whether tensor t's op runs the compiled kernels, eagerly (not under
+    torch.compile, which traces the checked path): the wrappers' fast path.
+    _backend.get_backend's answer, without its ~2 us when no backend is forced
+    (set_backend and OTTT_BACKEND are still read at every call)."""
+    if not isinstance(t, torch.Tensor) or _Compiled.outer_accumulate_ is None or _is_compiling():
+        return False
+    if _backend._forced is None and not _env_get(_env_key):
+        kind = t.device.type
+        serves = _AUTOMATIC_COMPILED.get(kind)
+        if serves is None:
+            serves = _AUTOMATIC_COMPILED[kind] = _backend.get_backend(t.device) in _COMPILED_BACKENDS
+        return serves
+    return _backend.get_backend(t.device) in _COMPILED_BACKENDS
+
+
+def _is_real(value):
+    # bool is an int to Python and a float to the op's schema: the checked path refuses it
+    return type(value) is float or type(value) is int
+
+
+class _LIFStep(torch.autograd.Function):
+    """lif_step's autograd on the Triton and (eagerly) the compiled kernels; impl
+    holds lif_step_fwd / lif_step_bwd with the compiled ops' contract."""
     @staticmethod
     def forward(ctx, impl, x, v, trace, mask, args):
         spike, v_next, h, trace_next = impl.lif_step_fwd(x, v, trace, mask, *args, x.requires_grad)
@@ -33,6 +140,9 @@ class _TritonLIFStep(torch.autograd.Function):
         ctx.args = args
         ctx.save_for_backward(h, mask)
         ctx.mark_non_differentiable(v_next, trace_next)
+        # v_next and trace_next are detached (OTTT): None for their gradients, not
+        # two zero tensors per call (backward_lif_step takes a None grad_spike too)
+        ctx.set_materialize_grads(False)
         return spike, v_next, trace_next
 
     @staticmethod
@@ -43,7 +153,8 @@ class _TritonLIFStep(torch.autograd.Function):
         return None, grad_x, None, None, None, None
 
 
-class _TritonLIFMultistep(torch.autograd.Function):
+class _LIFMultistep(torch.autograd.Function):
+    """lif_multistep's autograd on the Triton and (eagerly) the compiled kernels."""
     @staticmethod
     def forward(ctx, impl, x_seq, v0, args, detach_reset):
         needs = x_seq.requires_grad or (v0 is not None and v0.requires_grad)
@@ -74,6 +185,12 @@ def lif_step(x, v=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, s
     dropout mask) multiplies the spikes. Saved for backward: h, one element per
     neuron (plus the mask, which the caller holds anyway).
     """
+    if _lif_step_fast_ok(x, v, tau, v_th, v_reset, decay_input, surrogate, alpha, trace, trace_decay, mask):
+        try:
+            return _lif_step_compiled(x, _detached(v), tau, v_th, v_reset, decay_input, surrogate, alpha,
+                                      _detached(trace), trace_decay, _detached(mask))
+        except (RuntimeError, ValueError, TypeError):
+            pass  # the checks below name the bad argument, or the op raises its error again
     _validation.tensor(x, "x")
     tau, v_th, v_reset, decay_input, surrogate, alpha = _validation.neuron(
         tau, v_th, v_reset, decay_input, surrogate, alpha)
@@ -100,13 +217,54 @@ def lif_step(x, v=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, s
                                       trace_decay=trace_decay, mask=mask)
     args = (tau, v_th, v_reset, decay_input, trace_decay if with_trace else 0.0, surrogate, alpha)
     if name == "triton":
-        spike, v_next, trace_next = _TritonLIFStep.apply(_impl(name), x, v, trace, mask, args)
-    else:
+        spike, v_next, trace_next = _LIFStep.apply(_impl(name), x, v, trace, mask, args)
+        return (spike, v_next, trace_next) if with_trace else (spike, v_next)
+    if torch.compiler.is_compiling():
+        # the op and its registered autograd (and fake kernel): what torch.compile traces
         needs_grad = torch.is_grad_enabled() and x.requires_grad
         spike, v_next, _h, trace_next = torch.ops.ottt_cuda.lif_step_fwd(x, v, trace, mask, *args, needs_grad)
         # Custom-op autograd makes every output differentiable; OTTT detaches these.
         v_next, trace_next = v_next.detach(), trace_next.detach()
+        return (spike, v_next, trace_next) if with_trace else (spike, v_next)
+    return _lif_step_compiled(x, v, tau, v_th, v_reset, decay_input, surrogate, alpha, trace,
+                              trace_decay if with_trace else None, mask)
+
+
+def _lif_step_compiled(x, v, tau, v_th, v_reset, decay_input, surrogate, alpha, trace, trace_decay, mask):
+    """lif_step on the compiled kernels, eagerly; v, trace and mask detached, trace
+    present when trace_decay is given (None: no trace)."""
+    with_trace = trace_decay is not None
+    if with_trace and trace is None:
+        trace = torch.zeros_like(x)
+    args = (tau, v_th, v_reset, decay_input, trace_decay if with_trace else 0.0, surrogate, alpha)
+    if torch.is_grad_enabled() and x.requires_grad:
+        spike, v_next, trace_next = _LIFStep.apply(_Compiled, x, v, trace, mask, args)
+    else:  # nothing to differentiate: no autograd Function, h not saved
+        spike, v_next, _h, trace_next = _Compiled.lif_step_fwd(x, v, trace, mask, *args, False)
     return (spike, v_next, trace_next) if with_trace else (spike, v_next)
+
+
+def _detached(t):
+    return t.detach() if t is not None and t.requires_grad else t
+
+
+def _finite_real(value):
+    return _is_real(value) and math.isfinite(value)
+
+
+def _lif_step_fast_ok(x, v, tau, v_th, v_reset, decay_input, surrogate, alpha, trace, trace_decay, mask):
+    """Whether lif_step may skip its Python checks: the compiled kernels run it and
+    every argument is of a kind the op checks itself (csrc/op_inputs.h: x's dtype,
+    v/trace/mask like x, tau > 0, alpha > 0, the surrogate's name), or checked here
+    cheaply (finite v_th and v_reset, trace_decay in [0, 1], trace only with
+    trace_decay). A mask to broadcast takes the checked path, which expands it."""
+    return (_compiled_serves(x) and _finite_real(tau) and _finite_real(v_th) and _finite_real(alpha)
+            and (v_reset is None or _finite_real(v_reset)) and type(decay_input) is bool
+            and type(surrogate) is str and (v is None or isinstance(v, torch.Tensor))
+            and (trace_decay is None or (_finite_real(trace_decay) and 0.0 <= trace_decay <= 1.0))
+            and (trace is None or (trace_decay is not None and isinstance(trace, torch.Tensor)))
+            and (mask is None or (isinstance(mask, torch.Tensor) and mask.shape == x.shape
+                                  and mask.dtype == x.dtype)))
 
 
 def lif_multistep(x_seq, v0=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, surrogate="sigmoid",
@@ -135,18 +293,32 @@ def lif_multistep(x_seq, v0=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_inpu
                                            detach_reset=detach_reset)
     args = (tau, v_th, v_reset, decay_input, surrogate, alpha)
     if name == "triton":
-        return _TritonLIFMultistep.apply(_impl(name), x_seq, v0, args, detach_reset)
+        return _LIFMultistep.apply(_impl(name), x_seq, v0, args, detach_reset)
     if not detach_reset and not _registration.compiled_has_detach_reset():
         raise RuntimeError(f"detach_reset=False: the loaded ottt_cuda._C was built before this argument existed; "
                            f"{_extension.REBUILD_HINT}, or pick the 'torch' backend (ottt_cuda.set_backend)")
     needs_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v0 is not None and v0.requires_grad))
-    spike_seq, v_last, _h = torch.ops.ottt_cuda.lif_multistep_fwd(x_seq, v0, *args, needs_grad,
-                                                                  **detach_reset_kwargs(detach_reset))
+    if needs_grad and not torch.compiler.is_compiling():
+        return _LIFMultistep.apply(_Compiled, x_seq, v0, args, detach_reset)
+    if torch.compiler.is_compiling():  # the op with its registered autograd, which the compiler traces
+        spike_seq, v_last, _h = torch.ops.ottt_cuda.lif_multistep_fwd(x_seq, v0, *args, needs_grad,
+                                                                      **detach_reset_kwargs(detach_reset))
+        return spike_seq, v_last
+    # nothing to differentiate (detach_reset changes only the backward)
+    spike_seq, v_last, _h = _Compiled.lif_multistep_fwd(x_seq, v0, *args, False)
     return spike_seq, v_last
 
 
 def trace_update(trace, s, decay):
     """The presynaptic trace a_hat = decay * a_hat + s, out of place (trace None = zeros)."""
+    # Fast path (see the module's docstring) for inputs autograd does not track; the
+    # others take the op with its registered autograd, below.
+    if (_is_real(decay) and _compiled_serves(s) and (trace is None or isinstance(trace, torch.Tensor))
+            and not (torch.is_grad_enabled() and (s.requires_grad or (trace is not None and trace.requires_grad)))):
+        try:
+            return _Compiled.trace_update(trace, s, decay)
+        except (RuntimeError, ValueError, TypeError):
+            pass  # the checks below name the bad argument, or the op raises its error again
     _validation.tensor(s, "s")
     if trace is not None:
         _validation.like(trace, "trace", s, "s")
@@ -163,6 +335,16 @@ def trace_update(trace, s, decay):
 
 def trace_update_(trace, s, decay):
     """In-place trace update; returns `trace`. Any strides are accepted."""
+    # Fast path (see the module's docstring): the op checks trace, s (csrc/op_inputs.h)
+    # and a finite decay in [0, 1] (csrc/common.h). Not for tensors that autograd
+    # tracks: the checked path runs those under no_grad.
+    if (_is_real(decay) and _compiled_serves(trace) and isinstance(s, torch.Tensor)
+            and not (torch.is_grad_enabled() and (trace.requires_grad or s.requires_grad))):
+        try:
+            _Compiled.trace_update_(trace, s, decay)
+            return trace
+        except (RuntimeError, ValueError, TypeError):
+            pass  # the checks below name the bad argument, or the op raises its error again
     _validation.tensor(trace, "trace")
     _validation.like(s, "s", trace, "trace")
     decay = _validation.decay(decay, "decay")
@@ -173,7 +355,7 @@ def trace_update_(trace, s, decay):
         elif name == "triton":
             _impl(name).trace_update_(trace, s, decay)
         else:
-            torch.ops.ottt_cuda.trace_update_(trace, s, decay)
+            _Compiled.trace_update_(trace, s, decay)
     return trace
 
 
@@ -182,6 +364,16 @@ def outer_accumulate_(grad_w, g, a, alpha=1.0):
     flattened into the batch), accumulated in grad_w's dtype (float32 for
     float16/bfloat16 inputs). OTTT's instantaneous weight gradient: g is the
     error at the synapse's output, a the trace of its input. Returns grad_w."""
+    # Fast path (see the module's docstring): the op checks every argument
+    # (csrc/outer_accumulate_common.h). Not for tensors that autograd tracks: the
+    # checked path runs those under no_grad, on detached g and a.
+    if (_is_real(alpha) and _compiled_serves(grad_w) and isinstance(g, torch.Tensor) and isinstance(a, torch.Tensor)
+            and not (torch.is_grad_enabled() and (grad_w.requires_grad or g.requires_grad or a.requires_grad))):
+        try:
+            _Compiled.outer_accumulate_(grad_w, g, a, alpha)
+            return grad_w
+        except (RuntimeError, ValueError, TypeError):
+            pass  # the checks below name the bad argument, or the op raises its error again
     _validation.tensor(grad_w, "grad_w")
     _validation.tensor(g, "g")
     _validation.tensor(a, "a")
@@ -209,5 +401,5 @@ def outer_accumulate_(grad_w, g, a, alpha=1.0):
         elif name == "triton":
             _impl(name).outer_accumulate_(grad_w, g.detach(), a.detach(), alpha)
         else:
-            torch.ops.ottt_cuda.outer_accumulate_(grad_w, g.detach(), a.detach(), alpha)
+            _Compiled.outer_accumulate_(grad_w, g.detach(), a.detach(), alpha)
     return grad_w

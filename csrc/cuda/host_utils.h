@@ -15,7 +15,7 @@ namespace ottt {
 // The dispatcher picks the CUDA kernel if any tensor argument is on a CUDA
 // device; the primary tensor must be one before its device is made current.
 inline void check_cuda(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor, got one on ", t.device());
+  TORCH_CHECK_VALUE(t.is_cuda(), name, " must be a CUDA tensor, got one on ", t.device());
 }
 
 // The kernels compute in gpu::opmath_t; the CPU kernels in at::opmath_type.

@@ -11,7 +11,7 @@ namespace ottt {
 namespace {
 
 void outer_accumulate_cuda(at::Tensor& grad_w, const at::Tensor& g_in, const at::Tensor& a_in, double alpha) {
-  OuterArgs args = check_outer_args(grad_w, g_in, a_in);
+  OuterArgs args = check_outer_args(grad_w, g_in, a_in, alpha);
   check_cuda(grad_w, "grad_w");
   if (args.n == 0 || grad_w.numel() == 0) return;
   const bool mixed = grad_w.scalar_type() != args.g.scalar_type();
