@@ -1,6 +1,8 @@
 """R400 (recurrent, sWS input weights, per-sequence dropout): ottt_cuda's OTTT_A,
 OTTT_O, SLTT, chunked OTTT_A and BPTT equal a plain-autograd reference written
-here (replace-for-grad on the traces, as the paper's code), in float64."""
+here (replace-for-grad on the traces, as the paper's code), in float64; with the
+dropout on the readout path only, and (feedback_dropout=True) also on the spikes
+fed back to the recurrent synapse."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,9 +26,9 @@ def _every_model_fires():
         yield
 
 
-def model(seed=0):
+def model(seed=0, feedback=False):
     torch.manual_seed(seed)
-    m = r400(in_features=IN, hidden=HIDDEN).double()
+    m = r400(in_features=IN, hidden=HIDDEN, feedback_dropout=feedback).double()
     with torch.no_grad():  # livelier than N(0, 0.01) so that every path carries gradient
         m.rnn.recurrent.weight.normal_(0, 0.5)
         m.readout.weight.normal_(0, 0.3)
@@ -46,7 +48,9 @@ class RefR400:
         self.lam = 1 - 1 / m.rnn.neuron.tau
         self.v_th, self.alpha, self.eps = m.rnn.neuron.v_th, m.rnn.neuron.alpha, m.rnn.input.eps
         self.params = {n: torch.nn.Parameter(p.detach().clone()) for n, p in m.named_parameters()}
-        self.mask = m.dropout.mask
+        # feedback_dropout: the recurrent layer holds the (only) mask and drops the fed-back spikes too.
+        self.feedback = m.rnn.dropout.p > 0
+        self.mask = m.rnn.dropout.mask if self.feedback else m.dropout.mask
         self.v = self.s_prev = self.x_hat = self.s_hat = self.d_hat = None
 
     def _syn(self, fn, spike, trace):
@@ -73,8 +77,9 @@ class RefR400:
         h = self.lam * (v if self.mode == "bptt" else v.detach()) + cur
         s = Heaviside.apply(h - self.v_th, self.alpha)
         self.v = h - self.v_th * s.detach()
-        self.s_prev = s if self.mode == "bptt" else s.detach()
         d = s * self.mask
+        fed_back = d if self.feedback else s
+        self.s_prev = fed_back if self.mode == "bptt" else fed_back.detach()
         self.d_hat = self._tr(self.d_hat, d)
         return self._syn(lambda z: F.linear(z, p["readout.weight"], p["readout.bias"]), d, self.d_hat)
 
@@ -107,26 +112,30 @@ def compare(m, ref, grads=True):
     return worst
 
 
+@pytest.mark.parametrize("feedback", [False, True], ids=["readout_dropout", "feedback_dropout"])
 @pytest.mark.parametrize("mode", ["ottt_a", "sltt", "bptt"])
-def test_r400_matches_reference(mode):
-    m = model()
+def test_r400_matches_reference(mode, feedback):
+    m = model(feedback=feedback)
     x, y = data()
     _, osum = ottt_cuda.train_step(m, x, y, None, T=T, mode=mode)
-    assert m.dropout.mask is not None and (m.dropout.mask == 0).any()
+    mask = m.rnn.dropout.mask if feedback else m.dropout.mask
+    assert mask is not None and (mask == 0).any()
+    assert (m.dropout.mask if feedback else m.rnn.dropout.mask) is None  # one mask, in one place
     ref = RefR400(m, {"ottt_a": "ottt"}.get(mode, mode))
     ref_osum = ref.run(x, y)
     assert rel_err(osum, ref_osum) <= TOL
     compare(m, ref)
 
 
-def test_r400_ottt_o_parameters_match_reference():
-    m = model()
+@pytest.mark.parametrize("feedback", [False, True], ids=["readout_dropout", "feedback_dropout"])
+def test_r400_ottt_o_parameters_match_reference(feedback):
+    m = model(feedback=feedback)
     x, y = data()
     torch.manual_seed(3)
     ottt_cuda.train_step(m, x, y, torch.optim.SGD(m.parameters(), lr=0.2, momentum=0.9), T=T, mode="ottt_o")
-    start = model()
+    start = model(feedback=feedback)
     ref = RefR400(start, "ottt")
-    ref.mask = m.dropout.mask
+    ref.mask = m.rnn.dropout.mask if feedback else m.dropout.mask
     ref.run(x, y, torch.optim.SGD(list(ref.params.values()), lr=0.2, momentum=0.9))
     for n, p in m.named_parameters():
         p0 = dict(start.named_parameters())[n].detach()

@@ -1,20 +1,31 @@
 """R400 (supplementary D.3): Fashion-MNIST, 784 -> 400 recurrent LIF (sWS on the
 input weights) -> 10 readout, dropout 0.2 on the hidden spikes (one mask per
 sequence). The input synapse's gradient uses the trace of the input (x_hat,
-Theorem 2 of the supplementary)."""
+Theorem 2 of the supplementary).
+
+Where the dropout sits is not in the supplementary. feedback_dropout=False
+(the default, as released first): on the path to the readout only, the spikes
+fed back to the recurrent synapse are not dropped. feedback_dropout=True: the
+same mask also on the fed-back spikes, so a dropped neuron is silent to every
+synapse for the sequence; the `fmnist` recipe uses it (benchmarks/results/
+fmnist_recipe_audit.md gives the measurements)."""
 import torch.nn as nn
 
 from .. import nn as onn
+from .._validation import boolean
 from .._validation import positive_ints as check_sizes
 from ._init import init_paper
 
 
 class R400(nn.Module):
-    def __init__(self, num_classes=10, in_features=784, hidden=400, dropout=0.2, tau=2.0):
+    def __init__(self, num_classes=10, in_features=784, hidden=400, dropout=0.2, tau=2.0, feedback_dropout=False):
         super().__init__()
+        boolean(feedback_dropout, "feedback_dropout")
         self.flatten = nn.Flatten(1)
-        self.rnn = onn.RecurrentLIF(in_features, hidden, ws=True, input_trace=True, tau=tau)
-        self.dropout = onn.Dropout(dropout)
+        self.rnn = onn.RecurrentLIF(in_features, hidden, ws=True, input_trace=True, tau=tau,
+                                    dropout=dropout if feedback_dropout else 0.0)
+        # With feedback_dropout the recurrent layer's own mask already covers the readout's input.
+        self.dropout = onn.Dropout(0.0 if feedback_dropout else dropout)
         self.readout = onn.Linear(hidden, num_classes, trace_decay=1.0 - 1.0 / tau)
         init_paper(self)
 

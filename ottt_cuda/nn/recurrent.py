@@ -4,19 +4,26 @@ Each synapse keeps the trace of its own input: F of x (Theorem 2 of the
 supplementary uses x_hat for F's gradient; input_trace=False uses x itself),
 W of the layer's previous spikes s[t-1]. Under OTTT/SLTT s[t-1] enters step t
 detached (no gradient through time); under BPTT it stays in the graph.
+
+dropout=p drops the layer's output spikes with one mask per sequence, both where
+they go out and where they are fed back: a dropped neuron is silent to every
+synapse for the whole sequence (variational dropout on the recurrence). A
+Dropout after the layer instead leaves the recurrence undropped.
 """
 import torch
 
 from .. import _validation
 from ._state import Stateful, set_state
 from .lif import LIF
+from .misc import Dropout
 from .synapse import Linear
 from .ws import WSLinear
 
 
 class RecurrentLIF(Stateful):
     def __init__(self, in_features, out_features, bias=True, *, ws=False, input_trace=True, trace_decay=None,
-                 tau=2.0, v_th=1.0, v_reset=None, decay_input=False, surrogate="sigmoid", alpha=4.0, step_mode="s"):
+                 tau=2.0, v_th=1.0, v_reset=None, decay_input=False, surrogate="sigmoid", alpha=4.0, dropout=0.0,
+                 step_mode="s"):
         super().__init__(step_mode)
         _validation.boolean(ws, "ws")
         _validation.boolean(input_trace, "input_trace")
@@ -27,6 +34,8 @@ class RecurrentLIF(Stateful):
         make = WSLinear if ws else Linear
         self.input = make(in_features, out_features, bias, trace=input_trace, trace_decay=decay)
         self.recurrent = Linear(out_features, out_features, bias=False, trace=True, trace_decay=decay)
+        # Checks p (a number in [0, 1)) and keeps one mask per sequence; identity at p = 0 and in eval mode.
+        self.dropout = Dropout(dropout)
         self.s_prev = None
 
     def reset_state(self):
@@ -37,7 +46,7 @@ class RecurrentLIF(Stateful):
         # starts at s[1] on step 2, as a zero-initialized trace would.
         if self.s_prev is not None:
             current = current + self.recurrent.step(self.s_prev)
-        s = self.neuron.step(current)
+        s = self.dropout.step(self.neuron.step(current))
         set_state(self, "s_prev", s if self.mode == "bptt" else s.detach())
         return s
 

@@ -19,7 +19,10 @@ from .recipes import ConfigError
 # Configuration keys a resumed run must share with the checkpoint: any change makes the
 # continuation a different run (and silently so, without this check).
 MUST_MATCH = ("dataset", "model", "mode", "T", "batch", "epochs", "lr", "wd", "optimizer", "schedule", "momentum",
-              "dropout", "loss_alpha", "seed", "k", "chunk", "amp", "world_size", "limit_batches", "image_size")
+              "dropout", "loss_alpha", "seed", "k", "chunk", "amp", "world_size", "limit_batches", "image_size",
+              "feedback_dropout")
+# Options added after checkpoints were first written: a checkpoint without the key was written with this value.
+ADDED_LATER = {"feedback_dropout": False}
 
 
 def rng_state(loader_generator):
@@ -90,6 +93,7 @@ def load(path):
 
 
 def check_config(saved, current):
+    saved = {**ADDED_LATER, **saved}
     diff = {k: (saved.get(k), current.get(k)) for k in MUST_MATCH if saved.get(k) != current.get(k)}
     if diff:
         lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())

@@ -39,6 +39,10 @@ def parser():
     a("--schedule", choices=("cosine", "step30", "constant"), help="cosine to 0 over the epochs, x0.1 every 30 "
                                                                    "epochs, or constant")
     a("--dropout", type=float)
+    a("--feedback-dropout", choices=("on", "off"), help="recurrent models (r400, r_small): 'on' drops the hidden "
+                                                        "spikes fed back to the recurrent synapse with the same "
+                                                        "mask as those sent to the readout; 'off' only the latter "
+                                                        "(default: the recipe's, on for fmnist)")
     a("--loss-alpha", type=float, help="weight of the MSE term: (1-a) CE + a MSE")
     a("--model", choices=MODELS)
     a("--k", type=int, help="SLTT-K: number of time steps back-propagated (default ceil(T/2))")
@@ -109,6 +113,8 @@ def resolve(args):
         "optimizer": args.optimizer or r.optimizer,
         "schedule": args.schedule or r.schedule,
         "dropout": args.dropout if args.dropout is not None else r.dropout,
+        "feedback_dropout": (args.feedback_dropout == "on") if args.feedback_dropout is not None else
+        r.feedback_dropout,
         "loss_alpha": args.loss_alpha if args.loss_alpha is not None else r.loss_alpha,
         "k": (args.k if args.k is not None else (T + 1) // 2) if mode == "sltt_k" else None,
         "chunk": args.chunk, "memory_budget": _budget(args, mode), "amp": None if args.amp == "none" else args.amp,
@@ -167,6 +173,11 @@ def _check_ranges(cfg, args):
         bad("--momentum", f"applies to --optimizer sgd only (this run uses {cfg['optimizer']})")
     if not 0.0 <= cfg["dropout"] < 1.0:
         bad("--dropout", f"must be in [0, 1), got {cfg['dropout']}")
+    if cfg["model"] not in ("r400", "r_small"):
+        if args.feedback_dropout is not None:
+            bad("--feedback-dropout", f"applies to the recurrent models r400 and r_small only (this run uses "
+                                      f"{cfg['model']})")
+        cfg["feedback_dropout"] = False
     if not 0.0 <= cfg["loss_alpha"] <= 1.0:
         bad("--loss-alpha", f"must be in [0, 1], got {cfg['loss_alpha']}")
     if args.k is not None and cfg["mode"] != "sltt_k":

@@ -28,6 +28,7 @@ class Recipe:
     workers: int = 4
     in_channels: int = 3
     image_size: int = 0         # input side length the loader produces (0: native)
+    feedback_dropout: bool = False  # recurrent models: the dropout mask also on the fed-back spikes
 
     def weight_decay(self, mode):
         return self.wd_by_mode.get(mode, self.wd)

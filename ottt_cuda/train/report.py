@@ -27,7 +27,7 @@ def summarize(out_dir, command=None):
     done = rows[-1]["epoch"] if rows else 0
     times = [r["epoch_time_s"] for r in rows]
     keys = ("dataset", "model", "mode", "T", "batch", "epochs", "optimizer", "lr", "schedule", "momentum", "wd",
-            "dropout", "loss_alpha", "seed", "world_size", "threads")
+            "dropout", "feedback_dropout", "loss_alpha", "seed", "world_size", "threads")
     return {
         "status": "complete" if target is not None and done >= target else f"partial: {done} of {target} epochs",
         "epochs_done": done,

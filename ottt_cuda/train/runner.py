@@ -41,7 +41,8 @@ def build_model(cfg, sample_shape):
     in_ch = sample_shape[-3] if len(sample_shape) >= 3 else 1
     if name in ("r400", "r_small"):
         hidden = 400 if name == "r400" else 64
-        return models.r400(nc, in_features=math.prod(sample_shape[-3:]), hidden=hidden, dropout=p)
+        return models.r400(nc, in_features=math.prod(sample_shape[-3:]), hidden=hidden, dropout=p,
+                           feedback_dropout=bool(cfg.get("feedback_dropout", False)))
     if name == "vgg11_ws":
         return models.vgg11_ws(nc, in_channels=in_ch, dropout=p)
     if name == "vgg11f_ws":
