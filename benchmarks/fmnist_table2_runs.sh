@@ -11,7 +11,7 @@
 # --jobs N: runs at the same time (CPU: one per core, each with --threads 1; one GPU: 4-9 fit).
 # --deadline-s S: stop every run S seconds after the start (they keep their last full epoch).
 # --extra "ARGS": more options for every run (e.g. "--data-dir D", or "--limit-batches 2" for a smoke test).
-# Report: $OUT/table2.{md,json,png}.
+# Report: $OUT/table2.{md,json,png}. The interpreter is $PYTHON (default python3: the active venv's).
 set -u
 OUT=runs/table2; JOBS=2; DEVICE=cpu; SEEDS="0 1 2"; MODES="ottt_a ottt_o bptt"; EPOCHS=100; DEADLINE=0; EXTRA=""
 PY=${PYTHON:-python3}
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
     --epochs) EPOCHS=$2; shift 2 ;;
     --deadline-s) DEADLINE=$2; shift 2 ;;
     --extra) EXTRA=$2; shift 2 ;;
-    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
     *) echo "fmnist_table2_runs.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
