@@ -113,3 +113,12 @@ def assert_grad_close(actual, expected, scale=1.0, frac=0.02):
     a, e = actual.double(), expected.double()
     bad = ((a - e).abs() > atol + rtol * e.abs()).double().mean().item()
     assert bad <= frac, f"{bad:.3%} of gradient elements differ beyond rtol={rtol}, atol={atol}"
+
+
+@pytest.fixture
+def restore_threads():
+    """The training CLI's --threads changes torch's global thread count; give the next test its own back.
+    Test files that run the CLI use it with `pytestmark = pytest.mark.usefixtures("restore_threads")`."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)

@@ -14,12 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_KEYS = {"dataset", "mode", "epochs", "test_acc", "best_test_acc", "train_time_s"}
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    # --threads 1 changes torch's global thread count; give other tests theirs back.
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # --threads changes the global count
 
 
 def run_cli(argv, capsys):

@@ -9,11 +9,7 @@ from ottt_cuda.train import main, parser, resolve
 from ottt_cuda.train.recipes import RECIPES
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # --threads changes the global count
 
 
 def train(tmp_path, capsys, *extra):

@@ -17,11 +17,7 @@ from ottt_cuda.training import NonFiniteLossError
 ARGS = ["synthetic", "--epochs", "2", "--limit-batches", "3", "--threads", "1", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # --threads changes the global count
 
 
 def _result_line(out):

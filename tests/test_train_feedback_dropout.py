@@ -10,11 +10,7 @@ from ottt_cuda.train.runner import build_model
 ARGS = ["synthetic", "--epochs", "2", "--limit-batches", "2", "--dropout", "0.2", "--threads", "1", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # --threads changes the global count
 
 
 def test_recipe_default_and_override():

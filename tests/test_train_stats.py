@@ -13,11 +13,7 @@ from ottt_cuda.train import main
 from ottt_cuda.train.stats import SpikeCounter
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # --threads changes the global count
 
 
 def test_always_and_never_firing_layers():
