@@ -52,7 +52,7 @@ class DeferredWeightGrad:
         self.drop()
         with torch.no_grad():
             _add_to_grad(weight, None, lambda: torch.mm(g.t(), a),
-                         lambda grad: _fast.outer_accumulate_(grad, g, a, _fast.compiled(weight.device)))
+                         lambda grad: _fast.outer_accumulate_(grad, g, a, _fast.compiled(weight)))
             if bias is not None:
                 # Summed in float32 at least, as the per-step bias gradient (LinearTrace.backward).
                 gb = g.sum(0, dtype=torch.float32 if g.dtype != torch.float64 else g.dtype).to(bias.dtype)

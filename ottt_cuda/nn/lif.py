@@ -95,7 +95,7 @@ class LIF(Stateful):
         if self.mode == "bptt":
             spikes, self.v = ops.lif_multistep(x.unsqueeze(0), v, **self._kw_bptt())
             return spikes[0]
-        if _fast.compiled(x.device):
+        if _fast.compiled(x):
             spike, v = _fast.lif_step(x, v, self._step_args())
         else:
             spike, v = ops.lif_step(x, v, **self._kw_online())

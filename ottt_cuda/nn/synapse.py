@@ -92,7 +92,7 @@ class _Synapse(Stateful):
         w, b = self._weights()
         if self.mode == "bptt":
             return self._plain(x, w, b)
-        fast = _fast.compiled(x.device)
+        fast = _fast.compiled(x)
         a = self._grad_source(x, fast, inplace=self._online)
         if not torch.is_grad_enabled():
             return self._plain(x, w, b)
