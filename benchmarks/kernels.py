@@ -118,6 +118,18 @@ def cases(device, n, batches, out_f, in_f, T, dtype):
     out.append(("lif_step fwd", 6 * n * el, step_fwd,
                 lambda b: _check_equal(_with(b, step_fwd(b))(), _with("torch", step_fwd("torch"))())))
 
+    def step_then_trace(b):
+        def run():
+            s, v_next = ops.lif_step(x, v)
+            return s, v_next, ops.trace_update(tr, s, 0.5)
+        return run
+
+    # the same result in two kernels, as a synapse that updates its own trace does: lif_step reads x, v,
+    # writes spike, v_next; trace_update reads the spikes again and the trace, writes the trace
+    # (nn.fuse_traces makes the LIF write the next synapse's trace: the fwd row above)
+    out.append(("lif_step fwd, then trace_update", 7 * n * el, step_then_trace,
+                lambda b: _check_equal(_with(b, step_then_trace(b))(), _with("torch", step_fwd("torch"))())))
+
     for sg in reference.SURROGATES:
         def step_fwd_bwd(b, sg=sg):
             def run():
@@ -209,6 +221,44 @@ def spikingjelly_multistep(device, T, n, dtype):
     return _common.time_call(run, device)
 
 
+def vgg11_handoff_bytes(batch, hw, dtype, device):
+    """Per time step of the paper's VGG-11 (sWS) at `batch` x 3 x hw x hw: (bytes of spikes that fused
+    LIFs no longer have read back by their synapse's trace update, fused links, traced synapses)."""
+    from ottt_cuda import nn as onn
+    from ottt_cuda.models import vgg11_ws
+
+    model = vgg11_ws().to(device, dtype)
+    lifs = [m for m in model.modules() if isinstance(m, onn.LIF) and m._trace_link is not None]
+    saved = []
+    hooks = [m.register_forward_hook(lambda mod, i, out: saved.append(out.numel() * out.element_size()))
+             for m in lifs]
+    with torch.no_grad():
+        onn.reset(model)
+        model(torch.rand(batch, 3, hw, hw, device=device, dtype=dtype))
+    for h in hooks:
+        h.remove()
+    traced = sum(1 for m in model.modules() if isinstance(m, (onn.Linear, onn.Conv2d)) and m.trace)
+    return sum(saved), len(lifs), traced
+
+
+def _handoff_summary(rows, n, el, device, dtype):
+    """Fused (lif_step writing the trace) against lif_step + trace_update, per backend, and what it saves
+    per time step in VGG-11."""
+    ms = {(r["op"], r["backend"]): r["ms"] for r in rows}
+    ratios = {b: ms[("lif_step fwd, then trace_update", b)] / ms[("lif_step fwd", b)]
+              for (op, b) in ms if op == "lif_step fwd" and ("lif_step fwd, then trace_update", b) in ms}
+    batch, hw = 16, 32
+    vgg_bytes, links, traced = vgg11_handoff_bytes(batch, hw, dtype, device)
+    text = (f"Trace hand-over (nn.fuse_traces): lif_step writing the next synapse's trace vs lif_step + "
+            f"trace_update, {n} neurons: " + ", ".join(f"{b} {r:.2f}x" for b, r in ratios.items()) +
+            f"; per fused layer and step it saves one read of the spikes ({n * el / 1e6:.1f} MB here) and one "
+            f"kernel call. VGG-11 (batch {batch}, {hw}x{hw}): {links} of {traced} traced synapses are fed "
+            f"directly by their LIF (through Scale), {vgg_bytes / 1e6:.1f} MB of spikes not re-read per time step.")
+    return {"unfused_over_fused": ratios, "bytes_saved_per_fused_layer_step": n * el,
+            "vgg11_batch16_32x32": {"bytes_saved_per_step": vgg_bytes, "fused_links": links, "traced_synapses": traced},
+            "text": text}
+
+
 def _eager_competitors(name):
     """The plain-PyTorch rivals timed right after the backends of case `name`, in the
     same loop (so that a drifting machine load hits both alike): the fewest-pass
@@ -297,6 +347,8 @@ def main(argv=None):
     for r in rows:
         r["speedup_vs_eager"] = base[r["op"]] / r["ms"]
 
+    handoff = _handoff_summary(rows, n, el, device, dtype)
+
     print(f"\nKernel benchmark on {device} ({args.dtype}, {n} neurons, outer {out_f}x{in_f}, "
           f"{torch.get_num_threads()} threads, load average {load_before} -> {_load_average()})\n")
     print("| op | backend | ms | GB/s | x best eager |")
@@ -305,12 +357,13 @@ def main(argv=None):
         print(f"| {r['op']} | {r['backend']} | {r['ms']:.3f} | {r['GB/s']:.2f} | {r['speedup_vs_eager']:.2f} |")
     if copy_gbs:
         print(f"\ndevice copy bandwidth: {copy_gbs:.1f} GB/s")
+    print(f"\n{handoff['text']}")
 
     stem = args.out or os.path.join(_common.RESULTS, f"kernels_{device}")
     payload = {"command": _common.command_line(), "machine": _common.machine(device),
                "build_info": ottt_cuda.build_info(), "package": os.path.dirname(ottt_cuda.__file__),
                "threads": torch.get_num_threads(), "dtype": args.dtype, "numel": n,
-               "features": [out_f, in_f], "T": args.T, "copy_GBps": copy_gbs,
+               "features": [out_f, in_f], "T": args.T, "copy_GBps": copy_gbs, "trace_handoff": handoff,
                # other processes' load skews CPU timings: recorded so that a reader can judge a run
                "load_average_1_5_15min": {"start": load_before, "end": _load_average()}, "rows": rows}
     _common.save_json(stem + ".json", payload)

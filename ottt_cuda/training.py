@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from . import memory_budget as _budget
 from .nn import _state
+from .nn import _handoff
 from .nn.ws import hoisted
 
 TRAIN_MODES = ("ottt_a", "ottt_o", "sltt", "sltt_k", "bptt")
@@ -336,6 +337,7 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
 
     _state.reset(model)
     _state.set_mode(model, _LAYER_MODE[mode])
+    _handoff.ensure_fused(model)  # LIF kernels update the next synapse's trace (nn.fuse_traces)
     run = _Runner(model, y, T, loss_alpha, amp, scaler, x.device, y_max)
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)

@@ -112,16 +112,18 @@ def test_state_left_from_another_shape_or_device_names_the_reset():
 
 def test_online_train_step_updates_the_trace_in_place_and_a_user_loop_does_not():
     """Inside train_step's step loop the synapse keeps one trace buffer; outside, each step makes a new one
-    (a graph of an earlier step may still hold the old one)."""
+    (a graph of an earlier step may still hold the old one). Unfused: a fused LIF hands over a new trace each step
+    (tests/test_trace_handoff.py)."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(onn.Linear(4, 6), onn.LIF(), onn.Linear(6, 3))
+    onn.fuse_traces(model, False)
     x, y = torch.rand(2, 4), torch.tensor([0, 2])
     seen = []
     orig = model[2]._grad_source
 
     def spy(*args, **kw):
         out = orig(*args, **kw)
-        seen.append(out.data_ptr())
+        seen.append(out[0].data_ptr())
         return out
 
     model[2]._grad_source = spy
@@ -153,8 +155,8 @@ def test_deferred_weight_gradients_flush_when_they_weigh_as_much_as_the_weight()
     rows, flushes = [], []
     add, flush = DeferredWeightGrad.add, DeferredWeightGrad.flush
 
-    def spy_add(self, weight, bias, g, a):
-        add(self, weight, bias, g, a)
+    def spy_add(self, weight, bias, g, a, *scale):
+        add(self, weight, bias, g, a, *scale)
         rows.append((weight.shape[1], self.rows))
 
     def spy_flush(self):

@@ -41,6 +41,7 @@ class VGGWS(nn.Module):
         self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d((fc_hw, fc_hw)), nn.Flatten(1),
                                         onn.Linear(c * fc_hw * fc_hw, num_classes, trace_decay=1.0 - 1.0 / tau))
         init_paper(self)
+        onn.fuse_traces(self)  # each LIF updates the next conv's trace in its own pass
 
     def forward(self, x):
         return self.classifier(self.features(x))

@@ -69,7 +69,7 @@ def _accumulate_or_return(p, grad_of_p, direct):
 
 class LinearTrace(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, a, weight, bias, direct=False, fast=False, deferred=None):
+    def forward(ctx, x, a, weight, bias, direct=False, fast=False, deferred=None, a_scale=1.0):
         if _cast_free(x, weight, bias):
             cdt = x.dtype
             out = F.linear(x, weight, bias)
@@ -79,7 +79,7 @@ class LinearTrace(torch.autograd.Function):
                 out = F.linear(x.to(cdt), weight.to(cdt), None if bias is None else bias.to(cdt))
         ctx.save_for_backward(_as(a, cdt), weight, bias)
         ctx.x_dtype, ctx.has_bias, ctx.direct, ctx.fast = x.dtype, bias is not None, direct, fast
-        ctx.deferred = deferred
+        ctx.deferred, ctx.a_scale = deferred, a_scale
         return out
 
     @staticmethod
@@ -93,34 +93,35 @@ class LinearTrace(torch.autograd.Function):
             if not wide and g.dtype != weight.dtype:
                 g, a = g.to(weight.dtype), a.to(weight.dtype)
             a = _as(a, g.dtype)
+            c = ctx.a_scale  # the weight gradient is g^T (c a): see _handoff
             gw = grad_to_accumulate_into(weight) if ctx.direct else None
             if ctx.deferred is not None and not wide and _no_hooks(weight):
                 # Summed into weight.grad later, one GEMM for many steps; the bias with it when it may be.
                 defer_bias = ctx.has_bias and ctx.needs_input_grad[3] and _no_hooks(bias)
-                ctx.deferred.add(weight, bias if defer_bias else None, g, a)
+                ctx.deferred.add(weight, bias if defer_bias else None, g, a, c)
                 if defer_bias:
-                    return gx, None, None, None, None, None, None
+                    return gx, None, None, None, None, None, None, None
                 gw = None
             elif gw is not None:
-                _fast.outer_accumulate_(gw, g, a, ctx.fast)
+                _fast.outer_accumulate_(gw, g, a, ctx.fast, c)
                 gw = None  # already in weight.grad
             elif ctx.direct and not wide and g.dim() == 2:
                 # First step of an online sequence (no .grad yet): one product into a new
                 # buffer, which AccumulateGrad then adopts, instead of zero-fill + accumulate.
-                gw = torch.mm(g.t(), a)
+                gw = torch.mm(g.t(), a) if c == 1.0 else torch.addmm(a.new_zeros(()), g.t(), a, beta=0, alpha=c)
             else:
                 gw = torch.zeros(weight.shape, dtype=weight.dtype, device=weight.device)
-                _fast.outer_accumulate_(gw, g, a, ctx.fast)
+                _fast.outer_accumulate_(gw, g, a, ctx.fast, c)
         if ctx.has_bias and ctx.needs_input_grad[3]:
             g2 = g if g.dim() == 2 else g.reshape(-1, g.shape[-1])
             gb = g2.sum(0, dtype=torch.float32 if g.dtype != torch.float64 else g.dtype)
             gb = _accumulate_or_return(bias, gb, ctx.direct)
-        return gx, None, gw, gb, None, None, None
+        return gx, None, gw, gb, None, None, None, None
 
 
 class Conv2dTrace(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, a, weight, bias, stride, padding, dilation, groups, direct=False):
+    def forward(ctx, x, a, weight, bias, stride, padding, dilation, groups, direct=False, a_scale=1.0):
         if _cast_free(x, weight, bias):
             cdt = x.dtype
             out = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
@@ -131,7 +132,7 @@ class Conv2dTrace(torch.autograd.Function):
                                stride, padding, dilation, groups)
         ctx.save_for_backward(_as(a, cdt), weight, bias)
         ctx.conf = (stride, padding, dilation, groups)
-        ctx.x_dtype, ctx.has_bias, ctx.direct = x.dtype, bias is not None, direct
+        ctx.x_dtype, ctx.has_bias, ctx.direct, ctx.a_scale = x.dtype, bias is not None, direct, a_scale
         return out
 
     @staticmethod
@@ -148,7 +149,9 @@ class Conv2dTrace(torch.autograd.Function):
         if gx is not None:
             gx = _as(gx, ctx.x_dtype)
         if gw is not None:
+            if ctx.a_scale != 1.0:  # the convolution ran on a, the trace is c a (_handoff)
+                gw = gw.mul_(ctx.a_scale)
             gw = _accumulate_or_return(weight, _as(gw, weight.dtype), ctx.direct)
         if gb is not None:
             gb = _accumulate_or_return(bias, gb, ctx.direct)
-        return gx, None, gw, gb, None, None, None, None, None
+        return gx, None, gw, gb, None, None, None, None, None, None

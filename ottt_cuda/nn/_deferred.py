@@ -27,15 +27,17 @@ class DeferredWeightGrad:
         self.g, self.a = [], []
         self.rows = 0
 
-    def add(self, weight, bias, g, a):
-        """Keep g [..., out] and a [..., in] for `weight` (a leaf) and `bias` (a leaf or None: its
-        gradient then is not kept here); flush when they weigh as much as the weight."""
+    def add(self, weight, bias, g, a, a_scale=1.0):
+        """Keep g [..., out] and a_scale * a [..., in] for `weight` (a leaf) and `bias` (a leaf or
+        None: its gradient then is not kept here); flush when they weigh as much as the weight."""
         if self.weight is not None and (self.weight is not weight or self.bias is not bias):
             self.flush()  # another weight tensor (e.g. re-hoisted): settle the old one first
         self.weight, self.bias = weight, bias
         g2 = g if g.dim() == 2 else g.reshape(-1, g.shape[-1])
-        # a is copied: it may be the synapse's trace, which the next step updates in place.
-        a2 = (a if a.dim() == 2 else a.reshape(-1, a.shape[-1])).clone()
+        # a is copied (scaled, when it must be, in the same pass): it may be the synapse's trace,
+        # which the next step updates in place.
+        a2 = a if a.dim() == 2 else a.reshape(-1, a.shape[-1])
+        a2 = a2.clone() if a_scale == 1.0 else a2 * a_scale
         self.g.append(g2)
         self.a.append(a2)
         self.rows += g2.shape[0]

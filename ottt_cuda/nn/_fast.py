@@ -30,12 +30,12 @@ def compiled(t):
     return ops._compiled_serves(t)
 
 
-def outer_accumulate_(grad_w, g, a, fast):
-    """grad_w += g^T a (g [..., out], a [..., in], grad_w [out, in] of g's dtype or float32)."""
+def outer_accumulate_(grad_w, g, a, fast, alpha=1.0):
+    """grad_w += alpha g^T a (g [..., out], a [..., in], grad_w [out, in] of g's dtype or float32)."""
     if fast:
-        ops._Compiled.outer_accumulate_(grad_w, g, a, 1.0)
+        ops._Compiled.outer_accumulate_(grad_w, g, a, alpha)
         return grad_w
-    return ops.outer_accumulate_(grad_w, g, a)
+    return ops.outer_accumulate_(grad_w, g, a, alpha)
 
 
 def trace_update(trace, s, decay, fast):
@@ -62,3 +62,13 @@ def lif_step(x, v, args):
         return spike, v_next
     spike, v_next, _h, _ = ops._Compiled.lif_step_fwd(x, v, None, None, *args, False)
     return spike, v_next
+
+
+def lif_step_traced(x, v, trace, decay, args):
+    """(spike, v_next, trace_next) of lif_step that also updates the trace of its spikes,
+    trace_next = decay * trace + spike (trace a tensor like x; nn._handoff)."""
+    args = args[:4] + (decay,) + args[5:]
+    if torch.is_grad_enabled() and x.requires_grad:
+        return ops._LIFStep.apply(ops._Compiled, x, v, trace, None, args)
+    spike, v_next, _h, trace_next = ops._Compiled.lif_step_fwd(x, v, trace, None, *args, False)
+    return spike, v_next, trace_next

@@ -4,7 +4,7 @@ import warnings
 import torch
 
 from .. import _validation, ops
-from . import _fast
+from . import _fast, _handoff
 from ._state import Stateful, set_state
 
 
@@ -41,6 +41,9 @@ class LIF(Stateful):
         self._warned_detach_reset = False
         self.v = None
         self._args = None  # the kernel's scalar arguments, checked once per sequence (_step_args)
+        # The synapse this neuron feeds, whose trace its kernel updates (nn.fuse_traces); a plain
+        # attribute, not a submodule.
+        object.__setattr__(self, "_trace_link", None)
 
     @property
     def decay(self):
@@ -95,7 +98,18 @@ class LIF(Stateful):
         if self.mode == "bptt":
             spikes, self.v = ops.lif_multistep(x.unsqueeze(0), v, **self._kw_bptt())
             return spikes[0]
-        if _fast.compiled(x):
+        link = self._trace_link
+        handoff = None
+        if link is not None and self.step_mode == "s" and self.mode == "ottt":
+            handoff = _handoff.offer(link, x)
+        if handoff is not None:
+            trace, decay = handoff
+            if _fast.compiled(x):
+                spike, v, trace_next = _fast.lif_step_traced(x, v, trace, decay, self._step_args())
+            else:
+                spike, v, trace_next = ops.lif_step(x, v, **self._kw_online(), trace=trace, trace_decay=decay)
+            _handoff.tag(spike, link, trace_next)
+        elif _fast.compiled(x):
             spike, v = _fast.lif_step(x, v, self._step_args())
         else:
             spike, v = ops.lif_step(x, v, **self._kw_online())

@@ -3,6 +3,7 @@ import torch
 import torch.nn as nn
 
 from .. import _validation
+from . import _handoff
 from ._state import Stateful
 
 
@@ -14,7 +15,9 @@ class Scale(nn.Module):
         self.c = _validation.number(c, "c")
 
     def forward(self, x):
-        return x * self.c
+        out = x * self.c
+        _handoff.scaled(x, out, self.c)  # a trace handed from an LIF to the next synapse goes on (see _handoff)
+        return out
 
     def extra_repr(self):
         return f"c={self.c}"

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import _validation
-from . import _fast
+from . import _fast, _handoff
 from ._autograd import Conv2dTrace, LinearTrace
 from ._state import Stateful, set_state
 
@@ -31,11 +31,15 @@ class _Synapse(Stateful):
         self.trace = trace
         self.trace_decay = _validation.decay(trace_decay, "trace_decay")
         self.a_hat = None
+        # a_hat * _a_scale is the trace of this synapse's input: 1 when the synapse updates it,
+        # c when an LIF hands over the trace of its spikes s and the input is c * s (_handoff).
+        self._a_scale = 1.0
         self._decay = None  # trace_decay, checked once per sequence (_checked_decay)
         self._deferred = None  # a _deferred.DeferredWeightGrad inside online_steps(defer_weight_grads=True)
 
     def reset_state(self):
         set_state(self, "a_hat", None)
+        set_state(self, "_a_scale", 1.0)
         set_state(self, "_decay", None)
 
     def _checked_decay(self):
@@ -46,11 +50,21 @@ class _Synapse(Stateful):
         return self._decay
 
     def _grad_source(self, x, fast=False, inplace=False):
-        """The tensor the weight gradient uses at this step (updates the trace). In place
+        """(a, c): the weight gradient at this step uses c * a (updates the trace). In place
         only where no graph still holds the previous trace (nn.online_steps)."""
         if self.mode == "sltt" or not self.trace:
-            return x.detach()
+            return x.detach(), 1.0
+        handed = _handoff.claim(self, x) if self.step_mode == "s" else None
+        if handed is not None:  # the LIF feeding this synapse has updated the trace (_handoff)
+            set_state(self, "a_hat", handed[0])
+            set_state(self, "_a_scale", handed[1])
+            return handed
         a = self.a_hat
+        if a is not None and self._a_scale != 1.0:
+            # the trace was handed over in other units and this step's was not: back to x's units
+            a = a * self._a_scale
+            set_state(self, "_a_scale", 1.0)
+            inplace = False
         if a is not None and (a.shape != x.shape or a.dtype != x.dtype or a.device != x.device):
             raise ValueError(f"{type(self).__name__} trace has shape {tuple(a.shape)} / {a.dtype} / {a.device} but "
                              f"the input is {tuple(x.shape)} / {x.dtype} / {x.device}; call ottt_cuda.reset(model) "
@@ -59,7 +73,7 @@ class _Synapse(Stateful):
             _fast.trace_update_(a, x.detach(), self._checked_decay(), fast)
         else:
             set_state(self, "a_hat", _fast.trace_update(a, x.detach(), self._checked_decay(), fast))
-        return self.a_hat
+        return self.a_hat, 1.0
 
     def _weights(self):
         return self.weight, self.bias
@@ -67,7 +81,7 @@ class _Synapse(Stateful):
     def _plain(self, x, w, b):  # pragma: no cover
         raise NotImplementedError
 
-    def _traced(self, x, a, w, b, fast=False):  # pragma: no cover
+    def _traced(self, x, a, w, b, fast=False, a_scale=1.0):  # pragma: no cover
         raise NotImplementedError
 
     def _check_input(self, x, lead):
@@ -93,10 +107,10 @@ class _Synapse(Stateful):
         if self.mode == "bptt":
             return self._plain(x, w, b)
         fast = _fast.compiled(x)
-        a = self._grad_source(x, fast, inplace=self._online)
+        a, a_scale = self._grad_source(x, fast, inplace=self._online)
         if not torch.is_grad_enabled():
             return self._plain(x, w, b)
-        return self._traced(x, a, w, b, fast)
+        return self._traced(x, a, w, b, fast, a_scale)
 
     def multi(self, x_seq):
         self._check_input(x_seq, 2)
@@ -107,7 +121,7 @@ class _Synapse(Stateful):
             return self._plain(flat, w, b).unflatten(0, (T, -1))
         # The traces of all T steps, then one GEMM/conv for the forward and one
         # for the weight gradient over T*B rows: the sum over t is in the GEMM.
-        a = torch.stack([self._grad_source(x_seq[t]) for t in range(T)]).flatten(0, 1)
+        a = torch.stack([self._grad_source(x_seq[t])[0] for t in range(T)]).flatten(0, 1)
         out = self._plain(flat, w, b) if not torch.is_grad_enabled() else self._traced(flat, a, w, b)
         return out.unflatten(0, (T, -1))
 
@@ -134,8 +148,8 @@ class Linear(_Synapse):
     def _plain(self, x, w, b):
         return F.linear(x, w, b)
 
-    def _traced(self, x, a, w, b, fast=False):
-        return LinearTrace.apply(x, a, w, b, self._online, fast, self._deferred)
+    def _traced(self, x, a, w, b, fast=False, a_scale=1.0):
+        return LinearTrace.apply(x, a, w, b, self._online, fast, self._deferred, a_scale)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -200,8 +214,9 @@ class Conv2d(_Synapse):
     def _plain(self, x, w, b):
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
-    def _traced(self, x, a, w, b, fast=False):
-        return Conv2dTrace.apply(x, a, w, b, self.stride, self.padding, self.dilation, self.groups, self._online)
+    def _traced(self, x, a, w, b, fast=False, a_scale=1.0):
+        return Conv2dTrace.apply(x, a, w, b, self.stride, self.padding, self.dilation, self.groups, self._online,
+                                 a_scale)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
