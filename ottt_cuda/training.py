@@ -233,7 +233,7 @@ class _Runner:
         n, B = x_seq.shape[0], x_seq.shape[1]
         with _state.multistep(self.model, n), _autocast(self.device, self.amp):
             out = self._loss(self.model(x_seq.flatten(0, 1)).unflatten(0, (n, B)))
-            losses = [step_loss(out[t], self.y, self.T, self.a) for t in range(n)]
+            losses = [step_loss(o, self.y, self.T, self.a) for o in out.unbind(0)]  # (unbind: see LIF.multi)
             loss = torch.stack(losses).sum()
         if backward:
             self.backward(loss)

@@ -54,7 +54,8 @@ class Stateful(nn.Module):
 
     def multi(self, x_seq):
         """All steps at once, x_seq [T, B, ...]; by default a loop of step()."""
-        return _stack([self.step(x_seq[t]) for t in range(x_seq.shape[0])], x_seq)
+        # unbind, not x_seq[t]: each indexing's backward would write a zero-filled [T, B, ...] gradient
+        return _stack([self.step(x) for x in x_seq.unbind(0)], x_seq)
 
     def forward(self, x):
         if self.step_mode == "s":

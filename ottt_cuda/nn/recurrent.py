@@ -57,5 +57,5 @@ class RecurrentLIF(Stateful):
         # The input synapse over all steps at once (one GEMM); the recurrence is
         # inherently sequential.
         currents = self.input.multi(x_seq)
-        outs = [self._cell(currents[t]) for t in range(x_seq.shape[0])]
+        outs = [self._cell(c) for c in currents.unbind(0)]  # (unbind: see LIF.multi)
         return torch.stack(outs) if outs else currents

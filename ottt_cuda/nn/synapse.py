@@ -121,7 +121,7 @@ class _Synapse(Stateful):
             return self._plain(flat, w, b).unflatten(0, (T, -1))
         # The traces of all T steps, then one GEMM/conv for the forward and one
         # for the weight gradient over T*B rows: the sum over t is in the GEMM.
-        a = torch.stack([self._grad_source(x_seq[t])[0] for t in range(T)]).flatten(0, 1)
+        a = torch.stack([self._grad_source(x)[0] for x in x_seq.unbind(0)]).flatten(0, 1)
         out = self._plain(flat, w, b) if not torch.is_grad_enabled() else self._traced(flat, a, w, b)
         return out.unflatten(0, (T, -1))
 
