@@ -22,6 +22,8 @@ import re
 
 import torch
 
+from ._saved import Packed, state_storages, storage_key, unpack
+
 logger = logging.getLogger("ottt_cuda.training")
 
 _UNITS = {"": 1, "b": 1,
@@ -91,52 +93,6 @@ def choose_chunk(fixed, per_step, outside, budget, T):
     return ChunkPlan(int(k), budget, fixed, per_step, outside, T)
 
 
-def _storage(t):
-    """(device, storage address) and the storage's size: a view keeps its whole storage alive."""
-    try:
-        st = t.untyped_storage()
-        return (str(t.device), st.data_ptr()), st.nbytes()
-    except (RuntimeError, NotImplementedError):  # sparse / nested: no single storage
-        return (str(t.device), id(t)), t.numel() * t.element_size()
-
-
-def _tensors(value, depth=0):
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif depth < 2 and isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _tensors(v, depth + 1)
-    elif depth < 2 and isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v, depth + 1)
-
-
-def _state_storages(model, skip):
-    """{storage key: bytes} of tensors the layers keep as attributes (state, hoisted weights)."""
-    out = {}
-    for m in model.modules():
-        for name, value in vars(m).items():
-            if name in ("_parameters", "_buffers", "_modules") or name.startswith(("_forward", "_backward")) \
-                    or name.endswith("hooks"):
-                continue
-            for t in _tensors(value):
-                key, nbytes = _storage(t)
-                if key not in skip:
-                    out[key] = nbytes
-    return out
-
-
-class _Saved:
-    """Stands in for a saved tensor; when autograd frees it, its storage stops counting."""
-    __slots__ = ("tensor", "key", "counter")
-
-    def __init__(self, tensor, key, counter):
-        self.tensor, self.key, self.counter = tensor, key, counter
-
-    def __del__(self):
-        self.counter._release(self.key)
-
-
 class StepMemoryCounter:
     """Counts, while active, the peak model state (`fixed`) and the peak bytes saved for backward
     that are not state (`per_step`, for a chunk of one time step). Parameters are not counted;
@@ -144,10 +100,10 @@ class StepMemoryCounter:
 
     def __init__(self, model, held=()):
         self.model = model
-        self._params = {_storage(p)[0] for p in model.parameters()}
+        self._params = {storage_key(p)[0] for p in model.parameters()}
         self._held = {}
         for t in held:
-            key, nbytes = _storage(t)
+            key, nbytes = storage_key(t)
             self._held[key] = nbytes
         self._held_saved = set()  # held storages autograd saved: counted (once) in `fixed`
         self._live = {}  # key -> [references, bytes]
@@ -159,7 +115,7 @@ class StepMemoryCounter:
         self._hooks = self._fwd = None
 
     def _pack(self, t):
-        key, nbytes = _storage(t)
+        key, nbytes = storage_key(t)
         if key in self._params:
             return t
         if key in self._held:
@@ -173,13 +129,9 @@ class StepMemoryCounter:
         else:
             ref[0] += 1
         self._sample()
-        return _Saved(t, key, self)
+        return Packed(t, key, self)
 
-    @staticmethod
-    def _unpack(p):
-        return p.tensor if isinstance(p, _Saved) else p
-
-    def _release(self, key):
+    def release(self, key):  # (Packed.__del__)
         ref = self._live.get(key)
         if ref is not None:
             ref[0] -= 1
@@ -188,7 +140,7 @@ class StepMemoryCounter:
 
     def _sample(self):
         skip = self._params | self._held.keys()
-        state = _state_storages(self.model, skip)
+        state = state_storages(self.model, skip)
         saved = early = 0
         for k, (_, n) in self._live.items():
             if k in self._outside_steps:
@@ -211,7 +163,7 @@ class StepMemoryCounter:
         self._in_steps = False
 
     def start(self):
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, unpack)
         self._hooks.__enter__()
         mods = {id(m) for m in self.model.modules()}
 

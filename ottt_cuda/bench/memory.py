@@ -39,29 +39,10 @@ import time
 
 import torch
 
+from .. import _saved
+from .._saved import Packed, storage_key, unpack
+
 MB = 1 << 20
-
-
-def _storage_key(t):
-    """(device, base address) of the storage holding t, and its size in bytes."""
-    try:
-        st = t.untyped_storage()
-        return (str(t.device), st.data_ptr()), st.nbytes()
-    except (RuntimeError, NotImplementedError):  # e.g. sparse / nested tensors: no single storage
-        return (str(t.device), id(t)), t.numel() * t.element_size()
-
-
-class _Packed:
-    """What autograd stores instead of the tensor while the hooks are on; its
-    release (when autograd frees the saved variable) uncounts the storage."""
-
-    __slots__ = ("tensor", "key", "counter", "__weakref__")
-
-    def __init__(self, tensor, key, counter):
-        self.tensor, self.key, self.counter = tensor, key, counter
-
-    def __del__(self):
-        self.counter._release(self.key)
 
 
 class SavedBytes:
@@ -78,7 +59,7 @@ class SavedBytes:
         self.model = model
         self._exclude = set()
         for t in (exclude if exclude is not None else (model.parameters() if model is not None else ())):
-            self._exclude.add(_storage_key(t)[0])
+            self._exclude.add(storage_key(t)[0])
         self._refs = {}  # key -> [count, nbytes]
         self._lock = threading.Lock()
         self.live = 0  # bytes of saved storages alive now
@@ -91,7 +72,7 @@ class SavedBytes:
 
     # --- autograd hooks -----------------------------------------------------
     def _pack(self, t):
-        key, nbytes = _storage_key(t)
+        key, nbytes = storage_key(t)
         self.packed += 1
         if key in self._exclude:
             return t  # a parameter: held anyway, not counted, stored as is
@@ -104,13 +85,9 @@ class SavedBytes:
             else:
                 ref[0] += 1
         self.sample()
-        return _Packed(t, key, self)
+        return Packed(t, key, self)
 
-    @staticmethod
-    def _unpack(p):
-        return p.tensor if isinstance(p, _Packed) else p
-
-    def _release(self, key):
+    def release(self, key):  # (Packed.__del__)
         with self._lock:
             ref = self._refs.get(key)
             if ref is None:
@@ -137,7 +114,7 @@ class SavedBytes:
         self.peak = max(self.peak, live + state)
 
     def __enter__(self):
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, unpack)
         self._hooks.__enter__()
         if self.model is not None:
             mods = set(map(id, self.model.modules()))
@@ -158,33 +135,11 @@ class SavedBytes:
         return False
 
 
-def _tensors_in(value, depth=0):
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif depth < 2 and isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _tensors_in(v, depth + 1)
-    elif depth < 2 and isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors_in(v, depth + 1)
-
-
 def state_storages(model):
     """{storage key: bytes} of the tensors a model keeps between calls outside
     its parameters and buffers: ottt_cuda's v / a_hat / mask / s_prev / f_prev /
     hoisted weights, SpikingJelly's `_memories` (v, trace). Each storage once."""
-    out = {}
-    for m in model.modules():
-        for name, value in vars(m).items():
-            if name in ("_parameters", "_buffers", "_modules") or name.startswith("_forward") or \
-                    name.startswith("_backward") or name.endswith("hooks"):
-                continue
-            for t in _tensors_in(value):
-                if isinstance(t, torch.nn.Parameter):
-                    continue
-                key, nbytes = _storage_key(t)
-                out[key] = nbytes
-    return out
+    return _saved.state_storages(model)
 
 
 # --- process / device peaks ----------------------------------------------------------------
