@@ -11,7 +11,8 @@ nn.Identity (the same numbers, reshaped) and Scale(c) (x = c * s, so the trace o
 x is c times the trace of s: the synapse keeps the trace of s and multiplies its
 weight gradient by c). Average pooling is linear too, but carrying the trace at
 the un-pooled resolution would cost more passes than it saves, so a pool ends
-the chain, as does anything else.
+the chain, as does anything else. In step_mode "m" (chunked OTTT_A) the LIF hands over
+the traces of all its steps at once, stacked as the synapse would stack its own.
 
 The hand-over checks itself at run time, so it can never give a wrong answer:
 the LIF tags its spike tensor with the new trace; Scale passes the tag on to
@@ -103,11 +104,12 @@ def ensure_fused(model):
         fuse_traces(model)
 
 
-def offer(link, x):
-    """(trace_in, decay) for the LIF step on x to update link.consumer's trace, or None
-    when the consumer does not take one now (another mode, its trace in other units)."""
+def offer(link, x, step_mode):
+    """(trace_in, decay) for the LIF step on x (in `step_mode`: "m" = the first of a sequence
+    of steps) to update link.consumer's trace, or None when the consumer does not take one
+    now (another mode or step mode, its trace in other units)."""
     syn = link.consumer
-    if syn.mode != "ottt" or not syn.trace or syn.step_mode != "s" or torch.compiler.is_compiling():
+    if syn.mode != "ottt" or not syn.trace or syn.step_mode != step_mode or torch.compiler.is_compiling():
         return None
     a = syn.a_hat
     if a is None:
@@ -151,7 +153,8 @@ def scaled(x, out, c):
 
 def claim(syn, x):
     """The trace (of s, shaped like x) syn adopts for input x = scale * s, and the scale;
-    None when x carries no valid hand-over for syn."""
+    None when x carries no valid hand-over for syn. In step_mode "m", x holds all steps
+    [T, B, ...] and so does the trace."""
     rec = _lookup(x, take=False)
     if rec is None or rec.consumer is not syn:
         return None

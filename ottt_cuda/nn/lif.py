@@ -101,20 +101,26 @@ class LIF(Stateful):
         link = self._trace_link
         handoff = None
         if link is not None and self.step_mode == "s" and self.mode == "ottt":
-            handoff = _handoff.offer(link, x)
+            handoff = _handoff.offer(link, x, "s")
         if handoff is not None:
-            trace, decay = handoff
-            if _fast.compiled(x):
-                spike, v, trace_next = _fast.lif_step_traced(x, v, trace, decay, self._step_args())
-            else:
-                spike, v, trace_next = ops.lif_step(x, v, **self._kw_online(), trace=trace, trace_decay=decay)
+            spike, trace_next = self._fire_traced(x, v, *handoff)
             _handoff.tag(spike, link, trace_next)
-        elif _fast.compiled(x):
+            return spike
+        if _fast.compiled(x):
             spike, v = _fast.lif_step(x, v, self._step_args())
         else:
             spike, v = ops.lif_step(x, v, **self._kw_online())
         set_state(self, "v", v)
         return spike
+
+    def _fire_traced(self, x, v, trace, decay):
+        """One OTTT step that also updates the linked synapse's trace (nn._handoff): (spike, trace_next)."""
+        if _fast.compiled(x):
+            spike, v, trace_next = _fast.lif_step_traced(x, v, trace, decay, self._step_args())
+        else:
+            spike, v, trace_next = ops.lif_step(x, v, **self._kw_online(), trace=trace, trace_decay=decay)
+        set_state(self, "v", v)
+        return spike, trace_next
 
     def multi(self, x_seq):
         if self.mode == "bptt":
@@ -123,6 +129,21 @@ class LIF(Stateful):
             return spikes
         # OTTT/SLTT: the steps are independent in backward, so a loop of the
         # fused step kernel is the whole computation (no reverse recurrence).
+        link = self._trace_link
+        handoff = None
+        if link is not None and self.mode == "ottt" and x_seq.shape[0]:
+            handoff = _handoff.offer(link, x_seq[0], "m")
+        if handoff is not None:  # the linked synapse's traces of all T steps, stacked as it would
+            _validation.tensor(x_seq, "x")
+            trace, decay = handoff
+            spikes, traces = [], []
+            for x in x_seq.unbind(0):
+                spike, trace = self._fire_traced(x, self._v_for(x), trace, decay)
+                spikes.append(spike)
+                traces.append(trace)
+            out = torch.stack(spikes)
+            _handoff.tag(out, link, torch.stack(traces))
+            return out
         # unbind, not x_seq[t]: the backward of each x_seq[t] would zero-fill a whole [T, B, ...] gradient
         # and add it up, T times (a tenth of a chunked VGG-11 step); unbind's stacks the T pieces once.
         return torch.stack([self.step(x) for x in x_seq.unbind(0)]) if x_seq.shape[0] else x_seq

@@ -121,8 +121,16 @@ class _Synapse(Stateful):
             return self._plain(flat, w, b).unflatten(0, (T, -1))
         # The traces of all T steps, then one GEMM/conv for the forward and one
         # for the weight gradient over T*B rows: the sum over t is in the GEMM.
-        a = torch.stack([self._grad_source(x)[0] for x in x_seq.unbind(0)]).flatten(0, 1)
-        out = self._plain(flat, w, b) if not torch.is_grad_enabled() else self._traced(flat, a, w, b)
+        handed = _handoff.claim(self, x_seq) if self.mode == "ottt" and self.trace else None
+        if handed is not None:  # stacked by the LIF feeding this synapse (_handoff)
+            traces, a_scale = handed
+            # the last step's trace as the state, copied: a view would keep all T alive between chunks
+            set_state(self, "a_hat", traces[-1].clone())
+            set_state(self, "_a_scale", a_scale)
+            a = traces.flatten(0, 1)
+        else:
+            a, a_scale = torch.stack([self._grad_source(x)[0] for x in x_seq.unbind(0)]).flatten(0, 1), 1.0
+        out = self._plain(flat, w, b) if not torch.is_grad_enabled() else self._traced(flat, a, w, b, False, a_scale)
         return out.unflatten(0, (T, -1))
 
 
