@@ -11,5 +11,6 @@ from .recurrent import RecurrentLIF
 from .synapse import Conv2d, Linear
 from .ws import WSConv2d, WSLinear, hoisted, standardize
 
-__all__ = ["fuse_traces", "MODES", "Stateful", "modes", "multistep", "online_steps", "reset", "set_mode", "set_step_mode", "LIF",
-           "Dropout", "Scale", "RecurrentLIF", "Conv2d", "Linear", "WSConv2d", "WSLinear", "hoisted", "standardize"]
+__all__ = ["fuse_traces", "MODES", "Stateful", "modes", "multistep", "online_steps", "reset", "set_mode",
+           "set_step_mode", "LIF", "Dropout", "Scale", "RecurrentLIF", "Conv2d", "Linear", "WSConv2d", "WSLinear",
+           "hoisted", "standardize"]

@@ -127,26 +127,30 @@ def tag(spike, link, trace_next):
     setattr(spike, _TAG, Handoff(link.consumer, trace_next, ref, version, 1.0, spike._version))
 
 
-def _lookup(x, take):
-    """The hand-over x carries: x is the tagged tensor or a full contiguous view of it,
-    not written to since it was tagged. take=True removes the tag (it is passed on or used
-    once: a spike tensor kept by the caller must not keep traces alive)."""
+def _root(x):
+    """The tensor whose tag x would carry: x itself, or the base x is a full contiguous view of
+    (as nn.Flatten returns); None for any other view."""
     root = x._base
     if root is None:
-        root = x
-    elif x.numel() != root.numel() or x.data_ptr() != root.data_ptr() or not x.is_contiguous():
+        return x
+    if x.numel() != root.numel() or x.data_ptr() != root.data_ptr() or not x.is_contiguous():
         return None
-    rec = root.__dict__.pop(_TAG, None) if take else getattr(root, _TAG, None)
-    if rec is None or rec.version != root._version:
-        return None
-    return rec
+    return root
+
+
+def _take(root):
+    """Remove root's tag (it is passed on or used once: a spike tensor kept by the caller must not
+    keep traces alive); the hand-over it carried if root was not written to since it was tagged."""
+    rec = root.__dict__.pop(_TAG, None)
+    return rec if rec is not None and rec.version == root._version else None
 
 
 def scaled(x, out, c):
     """Scale's output out = c * x carries x's hand-over, its scale multiplied by c."""
     if torch.compiler.is_compiling():  # no tags on traced tensors (nor data_ptr)
         return
-    rec = _lookup(x, take=True)
+    root = _root(x)
+    rec = _take(root) if root is not None else None
     if rec is not None:
         setattr(out, _TAG, Handoff(rec.consumer, rec.trace, rec.prev, rec.prev_version, rec.scale * c, out._version))
 
@@ -155,10 +159,12 @@ def claim(syn, x):
     """The trace (of s, shaped like x) syn adopts for input x = scale * s, and the scale;
     None when x carries no valid hand-over for syn. In step_mode "m", x holds all steps
     [T, B, ...] and so does the trace."""
-    rec = _lookup(x, take=False)
-    if rec is None or rec.consumer is not syn:
+    root = _root(x)
+    if root is None or getattr(getattr(root, _TAG, None), "consumer", None) is not syn:
         return None
-    _lookup(x, take=True)
+    rec = _take(root)
+    if rec is None:
+        return None
     prev = syn.a_hat
     if not rec.prev_is(prev) or (prev is not None and (prev._version != rec.prev_version or syn._a_scale != rec.scale)):
         return None
