@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from . import memory_budget as _budget
 from .nn import _state
-from .nn import _handoff
+from .nn import _chain, _handoff
 from .nn.ws import hoisted
 
 TRAIN_MODES = ("ottt_a", "ottt_o", "sltt", "sltt_k", "bptt")
@@ -229,6 +229,12 @@ class _Runner:
         self._record(out, loss)
         return loss
 
+    def chain_step(self, chain, x_t):
+        """One time step of an nn._chain.Chain: forward, the loss gradient, the chain's backward."""
+        out = self._loss(chain.forward(x_t))
+        chain.backward(self._loss_grad(out))
+        self._record(out, None)
+
     def chunk(self, x_seq, backward=True):
         n, B = x_seq.shape[0], x_seq.shape[1]
         with _state.multistep(self.model, n), _autocast(self.device, self.amp):
@@ -378,8 +384,12 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
                 # One backward per step, before the next: the layers may work in place; nothing
                 # reads .grad before the optimizer step, so Linear weight gradients are summed late.
                 with _state.online_steps(model, defer_weight_grads=True):
+                    # A plain chain of ottt_cuda layers runs its steps without autograd (nn._chain).
+                    chain = _chain.plan(model, x_at(0)) if chosen is None and amp is None and scaler is None else None
                     for t in range(T):
-                        if chosen is None or t in chosen:
+                        if chain is not None:
+                            run.chain_step(chain, x_at(t))
+                        elif chosen is None or t in chosen:
                             run.step(x_at(t), need_loss=False)
                         else:
                             with torch.no_grad():

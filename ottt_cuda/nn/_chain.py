@@ -1,0 +1,168 @@
+"""OTTT_A's time step for a plain chain of layers, run without autograd (issue 11).
+
+At batch 1 a time step of a small net is a few tiny kernels, and autograd's bookkeeping
+around them (a graph node per layer, saved tensors, the engine's walk, the Python
+autograd.Functions' forward and backward) costs more than they do. Under OTTT_A the
+step's backward is local to the step: nothing of earlier steps is in the graph. For an
+nn.Sequential made only of
+
+    ottt_cuda.nn.Linear, ottt_cuda.nn.LIF (step_mode "s", mode "ottt") and the
+    shape-only nn.Flatten / nn.Identity,
+
+that backward is short enough to write out, layer by layer in reverse:
+
+    Linear:  grad_W += g^T (c a), grad_b += sum_rows g   (deferred: _deferred)
+             g <- g W                                    (not below the first Linear)
+    LIF:     g <- surrogate'(h - v_th) g                 (the step's backward kernel on h)
+    Flatten: g <- g viewed in the input's shape
+
+which is what LinearTrace, the LIF's _LIFStep and autograd compute on the same path:
+the same kernels and GEMMs in the same order, hence the same numbers (the float64
+tests compare them). A linked LIF updates its synapse's trace in its kernel pass as in
+nn._handoff, handed over directly (the chain knows who reads the spikes).
+
+Used by train_step's OTTT_A loop only (inside online_steps with deferred weight
+gradients), and only where nothing could observe the difference: no module hooks
+(the model's, its layers' or global ones), no gradient hooks on the parameters, every
+parameter a leaf that requires grad in the input's dtype, no autocast, no input that
+requires grad, the compiled kernels serving the input, no torch.compile tracing.
+Anything else takes the autograd path (plan() returns None). `enabled = False` turns
+it off (tests compare the two).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules import module as _module
+
+from .. import _validation, ops
+from . import _fast
+from ._autograd import _no_hooks
+from ._state import set_state
+
+enabled = True
+
+_SHAPE_ONLY = (nn.Flatten, nn.Identity)
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks", "_global_forward_hooks_always_called")
+
+
+def _no_module_hooks(m):
+    return not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
+
+
+def plan(model, x):
+    """A Chain running `model`'s time steps on inputs like x, or None where the autograd path must run."""
+    from .lif import LIF
+    from .synapse import Linear
+
+    if not enabled or type(model) is not nn.Sequential or not _no_module_hooks(model):
+        return None
+    if any(getattr(_module, name, None) for name in _GLOBAL_HOOKS):
+        return None
+    if (not torch.is_grad_enabled() or x.requires_grad or torch.is_autocast_enabled(x.device.type)
+            or not _fast.compiled(x)):  # compiled() is False under torch.compile tracing too
+        return None
+    layers = list(model)
+    n_linear = 0
+    for m in layers:
+        if not _no_module_hooks(m):
+            return None
+        if type(m) is Linear:
+            for p in (m.weight, m.bias):
+                if p is not None and not (p.requires_grad and _no_hooks(p) and p.dtype == x.dtype
+                                          and p.device == x.device):
+                    return None
+            if m.mode != "ottt" or m.step_mode != "s" or m._deferred is None:
+                return None
+            n_linear += 1
+        elif type(m) is LIF:
+            if m.mode != "ottt" or m.step_mode != "s":
+                return None
+        elif type(m) not in _SHAPE_ONLY:
+            return None
+    return Chain(layers) if n_linear else None
+
+
+class Chain:
+    """forward(x) -> the step's output (no graph); backward(g) adds the step's weight gradients
+    (deferred) given g = d loss / d output. One backward after each forward, before the next."""
+
+    def __init__(self, layers):
+        from .lif import LIF
+
+        self.layers = layers
+        self.kinds = ["lif" if type(m) is LIF else "linear" if hasattr(m, "weight") else "shape" for m in layers]
+        first = self.kinds.index("linear")
+        # Below the first Linear nothing needs a gradient (the input does not require one).
+        self.grad_from = first
+        # The synapse each LIF hands its trace to (its link, when the link's consumer is in the chain).
+        in_chain = {id(m) for m in layers}
+        self.link_to = [m._trace_link.consumer if k == "lif" and m._trace_link is not None
+                        and id(m._trace_link.consumer) in in_chain and m._trace_link.scale == 1.0 else None
+                        for m, k in zip(layers, self.kinds)]
+        self.checked = False
+        self.saved = None
+
+    def forward(self, x):
+        saved = []
+        handed = {}  # consumer synapse -> the trace its LIF computed this step
+        for i, (m, kind) in enumerate(zip(self.layers, self.kinds)):
+            if kind == "linear":
+                if not self.checked:
+                    m._check_input(x, 1)
+                trace = handed.pop(m, None)
+                if trace is not None:  # as nn._handoff's claim: adopt the LIF's trace of x
+                    a = trace.view(x.shape)
+                    set_state(m, "a_hat", a)
+                    set_state(m, "_a_scale", 1.0)
+                    c = 1.0
+                else:
+                    a, c = m._grad_source(x, True, inplace=True)
+                saved.append((a, c))
+                x = F.linear(x, m.weight, m.bias)
+            elif kind == "lif":
+                x, h = self._lif(m, x, self.link_to[i], handed, needs_grad=i > self.grad_from)
+                saved.append(h)
+            else:
+                saved.append(x.shape)
+                x = m(x)
+        self.checked = True
+        self.saved = saved
+        return x
+
+    def _lif(self, m, x, consumer, handed, needs_grad):
+        if not self.checked:
+            _validation.tensor(x, "x")
+        v = m._v_for(x)
+        args = m._step_args()
+        trace_in = None
+        if consumer is not None:  # as nn._handoff's offer
+            a = consumer.a_hat
+            if a is None:
+                trace_in = torch.zeros_like(x)
+            elif (consumer._a_scale == 1.0 and a.numel() == x.numel() and a.dtype == x.dtype
+                  and a.device == x.device and a.is_contiguous()):
+                trace_in = a.view(x.shape)
+            if trace_in is not None:
+                args = args[:4] + (consumer._checked_decay(),) + args[5:]
+        spike, v_next, h, trace_next = ops._Compiled.lif_step_fwd(x, v, trace_in, None, *args, needs_grad)
+        set_state(m, "v", v_next)
+        if trace_in is not None:
+            handed[consumer] = trace_next
+        return spike, (h, args)
+
+    def backward(self, g):
+        saved, self.saved = self.saved, None
+        for i in range(len(self.layers) - 1, self.grad_from - 1, -1):
+            m, kind, s = self.layers[i], self.kinds[i], saved[i]
+            if kind == "linear":
+                a, c = s
+                m._deferred.add(m.weight, m.bias, g, a, c)
+                if i > self.grad_from:
+                    g = g.matmul(m.weight)
+            elif kind == "lif":
+                h, args = s
+                tau, v_th, _v_reset, decay_input, _td, surrogate, alpha = args
+                g = ops._Compiled.lif_step_bwd(g, h, None, tau, v_th, decay_input, surrogate, alpha)
+            else:
+                g = g.view(s) if g.is_contiguous() else g.reshape(s)

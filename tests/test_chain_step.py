@@ -1,0 +1,269 @@
+"""OTTT_A's time step without autograd for plain chains of layers (nn/_chain.py; issue 11 part 2).
+
+Every comparison runs train_step twice on copies of one float64 model, the chain on and off
+(nn._chain.enabled; off is the autograd path, checked elsewhere against SpikingJelly and the
+references), with the same inputs and an SGD optimizer: the returned loss and summed output,
+every parameter's .grad and value after the step, and the layers' states after the call must
+agree. A spy on Chain.forward says which path ran: the settings the chain must not take
+(hooks, other modules, subclasses, frozen parameters, an input that requires grad, the
+PyTorch backend, other modes) run the autograd path, and still agree.
+"""
+import copy
+
+import pytest
+import torch
+import torch.nn as tnn
+
+import ottt_cuda
+from ottt_cuda import _backend
+from ottt_cuda import nn as onn
+from ottt_cuda.nn import _chain
+from ottt_cuda.training import train_step
+from conftest import using_backend
+
+pytestmark = pytest.mark.skipif(not _backend.runs_on("cpu", "cpu"),
+                                reason="the chain runs the compiled CPU kernels (ottt_cuda._C)")
+
+
+@pytest.fixture
+def chain_runs(monkeypatch):
+    """How many time steps ran through the chain."""
+    count = [0]
+    forward = _chain.Chain.forward
+
+    def counted(self, x):
+        count[0] += 1
+        return forward(self, x)
+
+    monkeypatch.setattr(_chain.Chain, "forward", counted)
+    return count
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    # The paper's real-valued input layer (no trace), the LIF handing its trace to the readout.
+    return tnn.Sequential(tnn.Flatten(1), onn.Linear(12, 9, trace=False), onn.LIF(tau=2.0),
+                          onn.Linear(9, 4)).double()
+
+
+def _deep(seed=0):
+    torch.manual_seed(seed)
+    # Traced input layer, hard reset, other surrogates, decay_input, Identity and Flatten between
+    # an LIF and its synapse, a Linear without bias.
+    return tnn.Sequential(onn.Linear(8, 7), onn.LIF(tau=3.0, v_reset=0.0, surrogate="rectangle", v_th=0.6),
+                          onn.Linear(7, 6), onn.LIF(decay_input=True, surrogate="atan", alpha=2.0, v_th=0.4),
+                          tnn.Identity(), tnn.Flatten(1), onn.Linear(6, 3, bias=False)).double()
+
+
+def _lif_first(seed=0):
+    torch.manual_seed(seed)
+    # The input is a current into an LIF: no gradient below the first Linear.
+    return tnn.Sequential(onn.LIF(v_th=0.5), onn.Linear(8, 5), onn.LIF(surrogate="triangle", v_th=0.3),
+                          onn.Linear(5, 3)).double()
+
+
+def _input(shape, T, B, seed=1, sequence=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((T, B, *shape) if sequence else (B, *shape), generator=g, dtype=torch.float64) * 1.5
+    y = torch.randint(0, 3, (B,), generator=g)
+    return x, y
+
+
+def _states(model):
+    out = []
+    for m in model:
+        for name in ("v", "a_hat"):
+            t = getattr(m, name, None)
+            out.append(None if t is None else t.clone())
+    return out
+
+
+def _run(model, x, y, T, use_chain, sequence=True, steps=2, **kw):
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    previous = _chain.enabled
+    _chain.enabled = use_chain
+    try:
+        results = []
+        for _ in range(steps):  # the second call starts from stepped weights and a momentum buffer
+            loss, out_sum = train_step(model, x, y, opt, T=T, mode="ottt_a", sequence=sequence, **kw)
+            results.append((loss.clone(), out_sum.clone()))
+    finally:
+        _chain.enabled = previous
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    params = [p.detach().clone() for p in model.parameters()]
+    return results, grads, params, _states(model)
+
+
+def _assert_same(a, b, tol=1e-12):
+    def close(p, q, what):
+        if p is None or q is None:
+            assert p is None and q is None, what
+            return
+        assert p.shape == q.shape and torch.allclose(p, q, rtol=tol, atol=tol * max(1.0, q.abs().max().item())), what
+    (ra, ga, pa, sa), (rb, gb, pb, sb) = a, b
+    for i, ((la, oa), (lb, ob)) in enumerate(zip(ra, rb)):
+        close(la, lb, f"loss of call {i}")
+        close(oa, ob, f"output sum of call {i}")
+    for i, (p, q) in enumerate(zip(ga, gb)):
+        close(p, q, f"grad of parameter {i}")
+    for i, (p, q) in enumerate(zip(pa, pb)):
+        close(p, q, f"parameter {i} after the optimizer")
+    for i, (p, q) in enumerate(zip(sa, sb)):
+        close(p, q, f"state {i}")
+
+
+def _compare(make, shape, T, B, chain_runs, expect_chain=True, sequence=True, prepare=None, **kw):
+    model = make()
+    other = copy.deepcopy(model)
+    if prepare is not None:
+        prepare(model)
+        prepare(other)
+    x, y = _input(shape, T, B, sequence=sequence)
+    before = chain_runs[0]
+    got = _run(model, x, y, T, True, sequence, **kw)
+    used = chain_runs[0] - before
+    want = _run(other, x, y, T, False, sequence)
+    assert chain_runs[0] - before == used  # the reference run never takes the chain
+    assert used == (2 * T if expect_chain else 0)
+    _assert_same(got, want)
+    return model
+
+
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("T", [1, 5])
+def test_mlp_matches_autograd(chain_runs, T, B):
+    _compare(_mlp, (3, 4), T, B, chain_runs)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("B", [1, 4])
+def test_deep_chain_matches_autograd(chain_runs, fused, B):
+    # fused=False: every synapse updates its own trace (no hand-over).
+    _compare(_deep, (8,), 6, B, chain_runs, prepare=lambda m: onn.fuse_traces(m, fused))
+
+
+def test_lif_first_and_static_input(chain_runs):
+    _compare(_lif_first, (8,), 4, 2, chain_runs, sequence=False)
+
+
+def test_large_batch_flushes_every_step(chain_runs):
+    # rows * (in + out) >= in * out at every step: the deferred gradient is added per step.
+    _compare(_mlp, (3, 4), 3, 40, chain_runs)
+
+
+def test_the_chain_is_the_default_for_a_plain_mlp(chain_runs):
+    model = _mlp()
+    x, y = _input((3, 4), 2, 1)
+    train_step(model, x, y, None, T=2, sequence=True)
+    assert chain_runs[0] == 2
+
+
+def _forward_hook(model):
+    model[1].register_forward_hook(lambda m, i, o: None)
+
+
+def _model_pre_hook(model):
+    model.register_forward_pre_hook(lambda m, i: None)
+
+
+def _weight_hook(model):
+    model[3].weight.register_hook(lambda g: g * 2.0)  # changes the gradient: the autograd path honours it
+
+
+def _freeze_first(model):
+    model[1].weight.requires_grad_(False)
+
+
+@pytest.mark.parametrize("prepare", [_forward_hook, _model_pre_hook, _weight_hook, _freeze_first],
+                         ids=["layer forward hook", "model pre-hook", "weight gradient hook", "frozen weight"])
+def test_settings_the_chain_leaves_to_autograd(chain_runs, prepare):
+    _compare(_mlp, (3, 4), 3, 2, chain_runs, expect_chain=False, prepare=prepare)
+
+
+def test_global_module_hook_leaves_it_to_autograd(chain_runs):
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: None)
+    try:
+        _compare(_mlp, (3, 4), 3, 2, chain_runs, expect_chain=False)
+    finally:
+        handle.remove()
+
+
+class _MyLinear(onn.Linear):
+    pass
+
+
+def _with_subclass(seed=0):
+    torch.manual_seed(seed)
+    return tnn.Sequential(tnn.Flatten(1), _MyLinear(12, 9), onn.LIF(), onn.Linear(9, 4)).double()
+
+
+def _with_dropout(seed=0):
+    torch.manual_seed(seed)
+    return tnn.Sequential(tnn.Flatten(1), onn.Linear(12, 9), onn.LIF(), tnn.Dropout(0.0), onn.Linear(9, 4)).double()
+
+
+def _nested(seed=0):
+    torch.manual_seed(seed)
+    return tnn.Sequential(tnn.Sequential(tnn.Flatten(1), onn.Linear(12, 9)), onn.LIF(), onn.Linear(9, 4)).double()
+
+
+@pytest.mark.parametrize("make", [_with_subclass, _with_dropout, _nested], ids=["subclass", "other module", "nested"])
+def test_other_models_leave_it_to_autograd(chain_runs, make):
+    _compare(make, (3, 4), 3, 2, chain_runs, expect_chain=False)
+
+
+def test_input_that_requires_grad_leaves_it_to_autograd(chain_runs):
+    model = _mlp()
+    x, y = _input((3, 4), 3, 2)
+    x.requires_grad_(True)
+    train_step(model, x, y, None, T=3, sequence=True)
+    assert chain_runs[0] == 0
+    assert x.grad is not None and x.grad.abs().sum() > 0  # the input's gradient is there, as asked
+
+
+def test_pytorch_backend_leaves_it_to_autograd(chain_runs):
+    model = _mlp()
+    x, y = _input((3, 4), 3, 2)
+    with using_backend("torch"):
+        train_step(model, x, y, None, T=3, sequence=True)
+    assert chain_runs[0] == 0
+
+
+@pytest.mark.parametrize("mode,kw", [("ottt_o", {}), ("sltt", {}), ("ottt_a", {"chunk": 2}), ("bptt", {}),
+                                     ("sltt_k", {"k": 2})])
+def test_other_modes_do_not_take_the_chain(chain_runs, mode, kw):
+    model = _mlp()
+    x, y = _input((3, 4), 3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    train_step(model, x, y, opt, T=3, mode=mode, sequence=True, **kw)
+    assert chain_runs[0] == 0
+
+
+def test_bad_input_shape_is_named_as_before():
+    model = _mlp()
+    x = torch.randn(3, 2, 13, dtype=torch.float64)  # 13 features where the Linear takes 12
+    with pytest.raises(ValueError, match=r"Linear\(in_features=12, out_features=9.*input x must have shape"):
+        train_step(model, x, torch.zeros(2, dtype=torch.long), None, T=3, sequence=True)
+
+
+def test_an_exception_mid_sequence_leaves_no_gradient():
+    model = _mlp()
+    x, y = _input((3, 4), 3, 2)
+    y[0] = 7  # a class the model has no output for: refused at the first step
+    with pytest.raises(ValueError, match="class index 7"):
+        train_step(model, x, y, None, T=3, sequence=True)
+    assert all(p.grad is None for p in model.parameters())
+    # and the model trains normally afterwards, through the chain
+    y[0] = 1
+    loss, _ = train_step(model, x, y, None, T=3, sequence=True)
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
+
+
+def test_reset_between_sequences_is_kept():
+    # Two calls on the same model with different batch sizes: the states are reset by train_step.
+    model = _mlp()
+    for B in (2, 5):
+        x, y = _input((3, 4), 2, B)
+        loss, out = train_step(model, x, y, None, T=2, sequence=True)
+        assert out.shape == (B, 4) and torch.isfinite(loss)
+    assert ottt_cuda.nn.LIF is onn.LIF
