@@ -19,7 +19,7 @@ from ottt_cuda import _backend
 from ottt_cuda import nn as onn
 from ottt_cuda.nn import _chain
 from ottt_cuda.training import train_step
-from conftest import using_backend
+from conftest import cuda_only, using_backend
 
 pytestmark = pytest.mark.skipif(not _backend.runs_on("cpu", "cpu"),
                                 reason="the chain runs the compiled CPU kernels (ottt_cuda._C)")
@@ -112,13 +112,13 @@ def _assert_same(a, b, tol=1e-12):
         close(p, q, f"state {i}")
 
 
-def _compare(make, shape, T, B, chain_runs, expect_chain=True, sequence=True, prepare=None, **kw):
-    model = make()
+def _compare(make, shape, T, B, chain_runs, expect_chain=True, sequence=True, prepare=None, device="cpu", **kw):
+    model = make().to(device)
     other = copy.deepcopy(model)
     if prepare is not None:
         prepare(model)
         prepare(other)
-    x, y = _input(shape, T, B, sequence=sequence)
+    x, y = (t.to(device) for t in _input(shape, T, B, sequence=sequence))
     before = chain_runs[0]
     got = _run(model, x, y, T, True, sequence, **kw)
     used = chain_runs[0] - before
@@ -140,6 +140,15 @@ def test_mlp_matches_autograd(chain_runs, T, B):
 def test_deep_chain_matches_autograd(chain_runs, fused, B):
     # fused=False: every synapse updates its own trace (no hand-over).
     _compare(_deep, (8,), 6, B, chain_runs, prepare=lambda m: onn.fuse_traces(m, fused))
+
+
+@pytest.mark.cuda
+@cuda_only
+@pytest.mark.parametrize("B", [1, 300])
+def test_chain_on_cuda_matches_autograd(chain_runs, B):
+    # The same compiled ops on the GPU (the chain is taken there too); B = 300: kernels over many blocks.
+    _compare(_mlp, (3, 4), 4, B, chain_runs, device="cuda")
+    _compare(_deep, (8,), 3, B, chain_runs, device="cuda")
 
 
 def test_lif_first_and_static_input(chain_runs):
