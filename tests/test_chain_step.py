@@ -1,4 +1,4 @@
-"""OTTT_A's time step without autograd for plain chains of layers (nn/_chain.py; issue 11 part 2).
+"""OTTT_A's (and SLTT's) time step without autograd for plain chains of layers (nn/_chain.py; issue 11 part 2).
 
 Every comparison runs train_step twice on copies of one float64 model, the chain on and off
 (nn._chain.enabled; off is the autograd path, checked elsewhere against SpikingJelly and the
@@ -78,14 +78,14 @@ def _states(model):
     return out
 
 
-def _run(model, x, y, T, use_chain, sequence=True, steps=2, **kw):
+def _run(model, x, y, T, use_chain, sequence=True, steps=2, mode="ottt_a", **kw):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     previous = _chain.enabled
     _chain.enabled = use_chain
     try:
         results = []
         for _ in range(steps):  # the second call starts from stepped weights and a momentum buffer
-            loss, out_sum = train_step(model, x, y, opt, T=T, mode="ottt_a", sequence=sequence, **kw)
+            loss, out_sum = train_step(model, x, y, opt, T=T, mode=mode, sequence=sequence, **kw)
             results.append((loss.clone(), out_sum.clone()))
     finally:
         _chain.enabled = previous
@@ -112,7 +112,8 @@ def _assert_same(a, b, tol=1e-12):
         close(p, q, f"state {i}")
 
 
-def _compare(make, shape, T, B, chain_runs, expect_chain=True, sequence=True, prepare=None, device="cpu", **kw):
+def _compare(make, shape, T, B, chain_runs, expect_chain=True, sequence=True, prepare=None, device="cpu",
+             mode="ottt_a"):
     model = make().to(device)
     other = copy.deepcopy(model)
     if prepare is not None:
@@ -120,26 +121,28 @@ def _compare(make, shape, T, B, chain_runs, expect_chain=True, sequence=True, pr
         prepare(other)
     x, y = (t.to(device) for t in _input(shape, T, B, sequence=sequence))
     before = chain_runs[0]
-    got = _run(model, x, y, T, True, sequence, **kw)
+    got = _run(model, x, y, T, True, sequence, mode=mode)
     used = chain_runs[0] - before
-    want = _run(other, x, y, T, False, sequence)
+    want = _run(other, x, y, T, False, sequence, mode=mode)
     assert chain_runs[0] - before == used  # the reference run never takes the chain
     assert used == (2 * T if expect_chain else 0)
     _assert_same(got, want)
     return model
 
 
+@pytest.mark.parametrize("mode", ["ottt_a", "sltt"])
 @pytest.mark.parametrize("B", [1, 3])
 @pytest.mark.parametrize("T", [1, 5])
-def test_mlp_matches_autograd(chain_runs, T, B):
-    _compare(_mlp, (3, 4), T, B, chain_runs)
+def test_mlp_matches_autograd(chain_runs, T, B, mode):
+    _compare(_mlp, (3, 4), T, B, chain_runs, mode=mode)
 
 
+@pytest.mark.parametrize("mode", ["ottt_a", "sltt"])
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("B", [1, 4])
-def test_deep_chain_matches_autograd(chain_runs, fused, B):
+def test_deep_chain_matches_autograd(chain_runs, fused, B, mode):
     # fused=False: every synapse updates its own trace (no hand-over).
-    _compare(_deep, (8,), 6, B, chain_runs, prepare=lambda m: onn.fuse_traces(m, fused))
+    _compare(_deep, (8,), 6, B, chain_runs, prepare=lambda m: onn.fuse_traces(m, fused), mode=mode)
 
 
 @pytest.mark.cuda
@@ -238,7 +241,7 @@ def test_pytorch_backend_leaves_it_to_autograd(chain_runs):
     assert chain_runs[0] == 0
 
 
-@pytest.mark.parametrize("mode,kw", [("ottt_o", {}), ("sltt", {}), ("ottt_a", {"chunk": 2}), ("bptt", {}),
+@pytest.mark.parametrize("mode,kw", [("ottt_o", {}), ("ottt_a", {"chunk": 2}), ("sltt", {"chunk": 2}), ("bptt", {}),
                                      ("sltt_k", {"k": 2})])
 def test_other_modes_do_not_take_the_chain(chain_runs, mode, kw):
     model = _mlp()

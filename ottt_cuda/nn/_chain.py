@@ -6,7 +6,7 @@ autograd.Functions' forward and backward) costs more than they do. Under OTTT_A 
 step's backward is local to the step: nothing of earlier steps is in the graph. For an
 nn.Sequential made only of
 
-    ottt_cuda.nn.Linear, ottt_cuda.nn.LIF (step_mode "s", mode "ottt") and the
+    ottt_cuda.nn.Linear, ottt_cuda.nn.LIF (step_mode "s", mode "ottt" or "sltt") and the
     shape-only nn.Flatten / nn.Identity,
 
 that backward is short enough to write out, layer by layer in reverse:
@@ -21,7 +21,7 @@ the same kernels and GEMMs in the same order, hence the same numbers (the float6
 tests compare them). A linked LIF updates its synapse's trace in its kernel pass as in
 nn._handoff, handed over directly (the chain knows who reads the spikes).
 
-Used by train_step's OTTT_A loop only (inside online_steps with deferred weight
+Used by train_step's OTTT_A and SLTT loops only (inside online_steps with deferred weight
 gradients), and only where nothing could observe the difference: no module hooks
 (the model's, its layers' or global ones), no gradient hooks on the parameters, every
 parameter a leaf that requires grad in the input's dtype, no autocast, no input that
@@ -42,6 +42,9 @@ from ._state import set_state
 enabled = True
 
 _SHAPE_ONLY = (nn.Flatten, nn.Identity)
+# The layer modes whose step backward is local in time: OTTT (weight gradient with the trace) and
+# SLTT (with the input itself; the synapse's _grad_source knows which).
+_MODES = ("ottt", "sltt")
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
                  "_global_backward_pre_hooks", "_global_forward_hooks_always_called")
 
@@ -72,11 +75,11 @@ def plan(model, x):
                 if p is not None and not (p.requires_grad and _no_hooks(p) and p.dtype == x.dtype
                                           and p.device == x.device):
                     return None
-            if m.mode != "ottt" or m.step_mode != "s" or m._deferred is None:
+            if m.mode not in _MODES or m.step_mode != "s" or m._deferred is None:
                 return None
             n_linear += 1
         elif type(m) is LIF:
-            if m.mode != "ottt" or m.step_mode != "s":
+            if m.mode not in _MODES or m.step_mode != "s":
                 return None
         elif type(m) not in _SHAPE_ONLY:
             return None
@@ -98,7 +101,8 @@ class Chain:
         # The synapse each LIF hands its trace to (its link, when the link's consumer is in the chain).
         in_chain = {id(m) for m in layers}
         self.link_to = [m._trace_link.consumer if k == "lif" and m._trace_link is not None
-                        and id(m._trace_link.consumer) in in_chain and m._trace_link.scale == 1.0 else None
+                        and id(m._trace_link.consumer) in in_chain and m._trace_link.scale == 1.0
+                        and m._trace_link.consumer.mode == "ottt" and m._trace_link.consumer.trace else None
                         for m, k in zip(layers, self.kinds)]
         self.checked = False
         self.saved = None
