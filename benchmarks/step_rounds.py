@@ -129,9 +129,9 @@ def _summary(a, records):
 
 
 def _report(a, records, summary, t0):
-    result = {"command": command_line(), "machine": machine("cpu"), "note": a.note, "model": a.model, "batch": a.batch,
-              "T": a.T, "rounds": a.rounds, "iters": a.iters, "steady": a.steady, "wall_s": time.time() - t0, "records": records,
-              "summary": summary}
+    result = {"command": command_line(), "machine": machine("cpu"), "note": a.note, "model": a.model,
+              "batch": a.batch, "T": a.T, "rounds": a.rounds, "iters": a.iters, "steady": a.steady,
+              "wall_s": time.time() - t0, "records": records, "summary": summary}
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)
