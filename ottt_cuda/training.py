@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from . import memory_budget as _budget
 from .nn import _state
-from .nn import _chain, _handoff
+from .nn import _chain, _graph, _handoff
 from .nn.ws import hoisted
 
 TRAIN_MODES = ("ottt_a", "ottt_o", "sltt", "sltt_k", "bptt")
@@ -275,7 +275,7 @@ def _optimizer_step(optimizer, scaler):
 
 
 def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chunk=None, k=None, amp=None,
-               scaler=None, sequence=None, check_finite=False, memory_budget=None):
+               scaler=None, sequence=None, check_finite=False, memory_budget=None, cuda_graph=False):
     """One training step on a batch; returns (loss, output_sum), both detached.
 
     mode: "ottt_a" (backward every step, one optimizer step at the end;
@@ -296,6 +296,10 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
     check_finite=True: before every optimizer step, raise NonFiniteLossError if the
     loss (or, without a scaler, any gradient) is NaN/Inf; nothing is stepped then
     (under "ottt_o", earlier time steps of the same call were already stepped).
+    cuda_graph=True (input on a CUDA device, mode "ottt_a" or "sltt", no amp/chunk): one time step is
+    captured as a CUDA graph on the first call per input shape and replayed T times per call (nn._graph);
+    the model must be a plain nn.Sequential of ottt_cuda.nn.Linear / LIF and nn.Flatten / Identity
+    (ValueError naming what is not). Gradients are zeroed in place there (zero_grad(set_to_none=False)).
     """
     if mode not in TRAIN_MODES:
         raise ValueError(f"mode must be one of {TRAIN_MODES}, got {mode!r}")
@@ -332,6 +336,10 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
             raise ValueError(f"k must be <= T ({T}), got {k}")
     elif k is not None:
         raise ValueError(f"k is only used with mode 'sltt_k', got mode {mode!r}")
+    if not isinstance(cuda_graph, bool):
+        raise TypeError(f"cuda_graph must be a bool, got {type(cuda_graph).__name__}")
+    if cuda_graph:
+        _graph.check_request(model, x, mode, amp, scaler, chunk, k)
     if mode == "ottt_o" and optimizer is None:
         raise ValueError("optimizer must be given with mode 'ottt_o' (it steps after every time step)")
     if amp not in _AMP:
@@ -344,6 +352,12 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
     _state.reset(model)
     _state.set_mode(model, _LAYER_MODE[mode])
     _handoff.ensure_fused(model)  # LIF kernels update the next synapse's trace (nn.fuse_traces)
+    if cuda_graph:
+        loss, out_sum = _graph.train(model, x_at, y, T, loss_alpha, y_max, optimizer, capture=True)
+        if check_finite:
+            _check_finite(model, optimizer, loss, scaler, None)
+        _optimizer_step(optimizer, scaler)
+        return loss, out_sum
     run = _Runner(model, y, T, loss_alpha, amp, scaler, x.device, y_max)
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)

@@ -55,35 +55,70 @@ def _no_module_hooks(m):
 
 def plan(model, x):
     """A Chain running `model`'s time steps on inputs like x, or None where the autograd path must run."""
+    if not enabled:
+        return None
+    layers, _reason = check(model, x, deferred=True)
+    return None if layers is None else Chain(layers)
+
+
+def check(model, x, deferred):
+    """(layers, None) when `model`'s steps on inputs like x may run as a chain, else (None, why), `why`
+    naming the module or setting in the way. deferred: the Linear layers must hold a
+    _deferred.DeferredWeightGrad (train_step's online_steps(defer_weight_grads=True))."""
     from .lif import LIF
     from .synapse import Linear
 
-    if not enabled or type(model) is not nn.Sequential or not _no_module_hooks(model):
-        return None
+    if type(model) is not nn.Sequential:
+        return None, f"the model is a {type(model).__name__}, not a torch.nn.Sequential"
+    if not _no_module_hooks(model):
+        return None, "the model has forward or backward hooks"
     if any(getattr(_module, name, None) for name in _GLOBAL_HOOKS):
-        return None
-    if (not torch.is_grad_enabled() or x.requires_grad or torch.is_autocast_enabled(x.device.type)
-            or not _fast.compiled(x)):  # compiled() is False under torch.compile tracing too
-        return None
+        return None, "global module hooks are registered (torch.nn.modules.module.register_module_*_hook)"
+    if not torch.is_grad_enabled():
+        return None, "gradients are disabled (torch.no_grad)"
+    if x.requires_grad:
+        return None, "the input x requires grad"
+    if torch.is_autocast_enabled(x.device.type):
+        return None, "autocast is on"
+    if not _fast.compiled(x):  # False under torch.compile tracing too
+        return None, f"the compiled kernels do not serve this input (backend {_backend_name(x)!r})"
     layers = list(model)
     n_linear = 0
-    for m in layers:
+    for i, m in enumerate(layers):
+        name = f"module {i} ({type(m).__name__})"
         if not _no_module_hooks(m):
-            return None
+            return None, f"{name} has forward or backward hooks"
         if type(m) is Linear:
-            for p in (m.weight, m.bias):
-                if p is not None and not (p.requires_grad and _no_hooks(p) and p.dtype == x.dtype
-                                          and p.device == x.device):
-                    return None
-            if m.mode not in _MODES or m.step_mode != "s" or m._deferred is None:
-                return None
+            for pname, p in (("weight", m.weight), ("bias", m.bias)):
+                if p is None:
+                    continue
+                if not (p.requires_grad and _no_hooks(p)):
+                    return None, f"{name}.{pname} does not require grad, is not a leaf, or has gradient hooks"
+                if p.dtype != x.dtype or p.device != x.device:
+                    return None, f"{name}.{pname} is {p.dtype} on {p.device}, the input {x.dtype} on {x.device}"
+            if m.mode not in _MODES or m.step_mode != "s":
+                return None, f"{name} runs mode {m.mode!r}, step_mode {m.step_mode!r}"
+            if deferred and m._deferred is None:
+                return None, f"{name} is not inside online_steps(defer_weight_grads=True)"
             n_linear += 1
         elif type(m) is LIF:
             if m.mode not in _MODES or m.step_mode != "s":
-                return None
+                return None, f"{name} runs mode {m.mode!r}, step_mode {m.step_mode!r}"
         elif type(m) not in _SHAPE_ONLY:
-            return None
-    return Chain(layers) if n_linear else None
+            return None, (f"{name} is not an ottt_cuda.nn.Linear, ottt_cuda.nn.LIF, nn.Flatten or nn.Identity "
+                          "(subclasses are not taken either)")
+    if not n_linear:
+        return None, "the model has no ottt_cuda.nn.Linear layer (no weight to train)"
+    return layers, None
+
+
+def _backend_name(x):
+    from .. import _backend
+
+    try:
+        return _backend.get_backend(x.device.type)
+    except Exception:  # pragma: no cover - only for the message
+        return "?"
 
 
 class Chain:

@@ -1,0 +1,255 @@
+"""train_step(..., cuda_graph=True) (nn/_graph.py; issue 11 part 3).
+
+On the CPU the captured step's body (nn._graph.StaticStep: fixed buffers, states updated in place,
+gradients added per step into .grad) runs eagerly: train_step(cuda_graph=True) with the device check
+lifted and capture off is compared in float64 with the ordinary train_step on copies of one model
+(loss, summed output, every .grad, the weights after SGD, the layers' states), over two calls. The
+errors are checked as a user meets them. The tests marked cuda capture and replay the graph on a GPU
+and compare it with the eager path there.
+"""
+import copy
+
+import pytest
+import torch
+import torch.nn as tnn
+
+from ottt_cuda import _backend
+from ottt_cuda import nn as onn
+from ottt_cuda.models import r400
+from ottt_cuda.nn import _graph
+from ottt_cuda.training import train_step
+from conftest import cuda_only
+
+needs_compiled_cpu = pytest.mark.skipif(not _backend.runs_on("cpu", "cpu"),
+                                        reason="the step runs the compiled CPU kernels (ottt_cuda._C)")
+
+
+@pytest.fixture
+def eager_graph(monkeypatch):
+    """cuda_graph=True on the CPU: the device check lifted, the step run without capture."""
+    check, train = _graph.check_request, _graph.train
+
+    def check_without_device(model, x, *args):
+        return check(model, _CudaLike(), *args)
+
+    monkeypatch.setattr(_graph, "check_request", check_without_device)
+    monkeypatch.setattr(_graph, "train", lambda *a, capture: train(*a, capture=False))
+
+
+class _CudaLike:
+    """Stands for x in check_request's device test only."""
+    device = torch.device("cuda")
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return tnn.Sequential(tnn.Flatten(1), onn.Linear(12, 9, trace=False), onn.LIF(tau=2.0),
+                          onn.Linear(9, 4)).double()
+
+
+def _deep(seed=0):
+    torch.manual_seed(seed)
+    return tnn.Sequential(onn.Linear(8, 7), onn.LIF(tau=3.0, v_reset=0.5, surrogate="rectangle", v_th=0.6),
+                          onn.Linear(7, 6), onn.LIF(decay_input=True, surrogate="atan", alpha=2.0, v_th=0.4),
+                          tnn.Identity(), tnn.Flatten(1), onn.Linear(6, 3, bias=False)).double()
+
+
+def _lif_first(seed=0):
+    torch.manual_seed(seed)
+    return tnn.Sequential(onn.LIF(v_th=0.5), onn.Linear(8, 5), onn.LIF(surrogate="triangle", v_th=0.3),
+                          onn.Linear(5, 3)).double()
+
+
+def _input(shape, T, B, seed=1, sequence=True, device="cpu", dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((T, B, *shape) if sequence else (B, *shape), generator=g, dtype=torch.float64) * 1.5
+    y = torch.randint(0, 3, (B,), generator=g)
+    return x.to(device, dtype), y.to(device)
+
+
+def _states(model):
+    return [None if getattr(m, n, None) is None else getattr(m, n).clone() for m in model for n in ("v", "a_hat")]
+
+
+def _train(model, x, y, T, graph, sequence, mode, calls=2, optimizer=True):
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if optimizer else None
+    outs = []
+    for _ in range(calls):
+        loss, out = train_step(model, x, y, opt, T=T, mode=mode, sequence=sequence, cuda_graph=graph)
+        outs.append((loss.clone(), out.clone()))
+    return outs, [p.grad.clone() for p in model.parameters()], [p.detach().clone() for p in model.parameters()], \
+        _states(model)
+
+
+def _same(a, b, tol):
+    def close(p, q, what):
+        if p is None or q is None:
+            assert p is None and q is None, what
+            return
+        assert p.shape == q.shape and torch.allclose(p.double(), q.double(), rtol=tol,
+                                                     atol=tol * max(1.0, q.abs().max().item())), what
+    for i, ((la, oa), (lb, ob)) in enumerate(zip(a[0], b[0])):
+        close(la, lb, f"loss {i}")
+        close(oa, ob, f"output sum {i}")
+    for what, xs, ys in (("grad", a[1], b[1]), ("parameter", a[2], b[2]), ("state", a[3], b[3])):
+        for i, (p, q) in enumerate(zip(xs, ys)):
+            close(p, q, f"{what} {i}")
+
+
+def _compare(make, shape, T, B, mode="ottt_a", sequence=True, device="cpu", dtype=torch.float64, tol=1e-10,
+             optimizer=True, calls=2):
+    model = make().to(device, dtype)
+    other = copy.deepcopy(model)
+    x, y = _input(shape, T, B, sequence=sequence, device=device, dtype=dtype)
+    got = _train(model, x, y, T, True, sequence, mode, calls, optimizer)
+    want = _train(other, x, y, T, False, sequence, mode, calls, optimizer)
+    _same(got, want, tol)
+    return model
+
+
+@needs_compiled_cpu
+@pytest.mark.parametrize("mode", ["ottt_a", "sltt"])
+@pytest.mark.parametrize("make,shape", [(_mlp, (3, 4)), (_deep, (8,)), (_lif_first, (8,))],
+                         ids=["mlp", "deep", "lif_first"])
+@pytest.mark.parametrize("B", [1, 5])
+def test_fixed_buffer_step_matches_eager(eager_graph, make, shape, B, mode):
+    _compare(make, shape, 4, B, mode)
+
+
+@needs_compiled_cpu
+def test_static_input_and_gradient_accumulation_without_optimizer(eager_graph):
+    # optimizer=None: .grad accumulates over calls, as the eager path does.
+    _compare(_deep, (8,), 3, 2, sequence=False, optimizer=False, calls=3)
+
+
+@needs_compiled_cpu
+def test_unfused_model_matches(eager_graph):
+    def make():
+        m = _deep()
+        onn.fuse_traces(m, False)
+        return m
+    _compare(make, (8,), 5, 3)
+
+
+@needs_compiled_cpu
+def test_the_step_is_kept_and_rebuilt_when_it_must_be(eager_graph):
+    model = _mlp()
+    x, y = _input((3, 4), 3, 2)
+    train_step(model, x, y, None, T=3, sequence=True, cuda_graph=True)
+    first = model._ottt_cuda_graph_step
+    train_step(model, x, y, None, T=3, sequence=True, cuda_graph=True)
+    assert model._ottt_cuda_graph_step is first  # same shapes, settings and tensors: reused
+    model[2].tau = 3.0
+    train_step(model, x, y, None, T=3, sequence=True, cuda_graph=True)
+    assert model._ottt_cuda_graph_step is not first  # a changed setting: built again
+    second = model._ottt_cuda_graph_step
+    train_step(model, x[:, :1], y[:1], None, T=3, sequence=True, cuda_graph=True)
+    assert model._ottt_cuda_graph_step is not second  # another batch size
+    third = model._ottt_cuda_graph_step
+    old = model[1].weight.grad
+    model[1].weight.grad = old.clone()  # another tensor at another address (the old one still alive)
+    train_step(model, x[:, :1], y[:1], None, T=3, sequence=True, cuda_graph=True)
+    assert model._ottt_cuda_graph_step is not third  # the graph would write the old .grad
+
+
+def test_cpu_input_is_refused():
+    model = _mlp()
+    x, y = _input((3, 4), 3, 2)
+    with pytest.raises(ValueError, match="cuda_graph=True needs the input on a CUDA device; x is on cpu"):
+        train_step(model, x, y, None, T=3, sequence=True, cuda_graph=True)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"mode": "ottt_o"}, "supports mode 'ottt_a' or 'sltt', got mode 'ottt_o'"),
+    ({"mode": "bptt"}, "got mode 'bptt'"),
+    ({"amp": "bf16"}, "does not support amp"),
+    ({"chunk": 2}, "chunk and k are not supported"),
+])
+def test_unsupported_settings_are_refused(kw, match):
+    model = _mlp()
+    x, y = _input((3, 4), 3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=match):
+        train_step(model, x, y, opt, T=3, sequence=True, cuda_graph=True, **kw)
+
+
+def test_cuda_graph_must_be_a_bool():
+    model = _mlp()
+    x, y = _input((3, 4), 3, 2)
+    with pytest.raises(TypeError, match="cuda_graph must be a bool, got str"):
+        train_step(model, x, y, None, T=3, sequence=True, cuda_graph="yes")
+
+
+def _with_dropout():
+    return tnn.Sequential(tnn.Flatten(1), onn.Linear(12, 9), onn.LIF(), tnn.Dropout(0.1), onn.Linear(9, 4)).double()
+
+
+def _hooked():
+    m = _mlp()
+    m[3].register_forward_hook(lambda *a: None)
+    return m
+
+
+@needs_compiled_cpu
+@pytest.mark.parametrize("make,shape,match", [
+    (_with_dropout, (3, 4), r"module 3 \(Dropout\) is not an ottt_cuda.nn.Linear"),
+    (_hooked, (3, 4), r"module 3 \(Linear\) has forward or backward hooks"),
+    (lambda: r400(num_classes=3).double(), (1, 28, 28), "the model is a R400, not a torch.nn.Sequential"),
+])
+def test_models_that_cannot_be_captured_are_named(eager_graph, make, shape, match):
+    model = make()
+    x, y = _input(shape, 2, 2)
+    with pytest.raises(ValueError, match="cuda_graph=True cannot capture this model: " + match):
+        train_step(model, x, y, None, T=2, sequence=True, cuda_graph=True)
+
+
+@needs_compiled_cpu
+def test_class_index_beyond_the_outputs_is_refused(eager_graph):
+    model = _mlp()
+    x, y = _input((3, 4), 2, 2)
+    y[1] = 4
+    with pytest.raises(ValueError, match="y holds class index 4 but the model has 4 outputs"):
+        train_step(model, x, y, None, T=2, sequence=True, cuda_graph=True)
+
+
+# ----------------------------------------------------------------------------------- on a GPU
+
+@pytest.mark.cuda
+@cuda_only
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+@pytest.mark.parametrize("B", [1, 300])
+def test_captured_step_matches_eager_on_cuda(B, dtype, tol, monkeypatch):
+    replays = [0]
+    replay = torch.cuda.CUDAGraph.replay
+
+    def counted(self):
+        replays[0] += 1
+        return replay(self)
+
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", counted)
+    for make, shape in ((_mlp, (3, 4)), (_deep, (8,))):
+        for mode in ("ottt_a", "sltt"):
+            before = replays[0]
+            model = _compare(make, shape, 4, B, mode, device="cuda", dtype=dtype, tol=tol, calls=3)
+            assert replays[0] - before == 3 * 4  # every step of every call replayed the graph
+            assert model._ottt_cuda_graph_step.graph is not None
+
+
+@pytest.mark.cuda
+@cuda_only
+def test_recapture_after_a_setting_changes_on_cuda():
+    model = _mlp().cuda()
+    other = copy.deepcopy(model)
+    x, y = _input((3, 4), 3, 4, device="cuda")
+    for m in (model, other):
+        m[2].tau = 4.0
+    got = _train(model, x, y, 3, True, True, "ottt_a")
+    want = _train(other, x, y, 3, False, True, "ottt_a")
+    _same(got, want, 1e-10)
+    first = model._ottt_cuda_graph_step
+    for m in (model, other):
+        m[2].v_th = 0.3
+    got = _train(model, x, y, 3, True, True, "ottt_a")
+    want = _train(other, x, y, 3, False, True, "ottt_a")
+    assert model._ottt_cuda_graph_step is not first
+    _same(got, want, 1e-10)
