@@ -76,6 +76,7 @@ def _train(model, x, y, T, graph, sequence, mode, calls=2, optimizer=True):
     outs = []
     for _ in range(calls):
         loss, out = train_step(model, x, y, opt, T=T, mode=mode, sequence=sequence, cuda_graph=graph)
+        assert not loss.requires_grad and not out.requires_grad  # detached, as train_step documents
         outs.append((loss.clone(), out.clone()))
     return outs, [p.grad.clone() for p in model.parameters()], [p.detach().clone() for p in model.parameters()], \
         _states(model)
@@ -253,3 +254,27 @@ def test_recapture_after_a_setting_changes_on_cuda():
     want = _train(other, x, y, 3, False, True, "ottt_a")
     assert model._ottt_cuda_graph_step is not first
     _same(got, want, 1e-10)
+
+
+@needs_compiled_cpu
+def test_graph_batch1_benchmark_logic_on_cpu(eager_graph, tmp_path):
+    # benchmarks/graph_batch1.py as the GPU suite runs it, on the CPU with the capture lifted: the
+    # correctness gate passes, every method is timed each round, x eager is the ratio of the medians.
+    import importlib.util
+    import json
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "graph_batch1.py")
+    spec = importlib.util.spec_from_file_location("graph_batch1", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "g.json"
+    assert mod.main(["--device", "cpu", "--batches", "1", "--rounds", "2", "--target-s", "0.01",
+                     "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["checks"][0]["passed"] and max(res["checks"][0]["max_rel_diffs"].values()) <= 1e-4
+    rows = {r["method"]: r for r in res["rows"]}
+    assert {"ottt_a eager", "ottt_a cuda_graph"} <= set(rows)
+    for r in rows.values():
+        assert len(r["rounds"]) == 2 and r["s_per_call"] == __import__("statistics").median(r["rounds"])
+        assert abs(r["x_eager"] - rows["ottt_a eager"]["s_per_call"] / r["s_per_call"]) < 1e-12

@@ -142,6 +142,7 @@ class Chain:
         self.checked = False
         self.saved = None
 
+    @torch.no_grad()  # written out: no autograd graph is built (nor tensors saved for one)
     def forward(self, x):
         saved = []
         handed = {}  # consumer synapse -> the trace its LIF computed this step
@@ -190,6 +191,7 @@ class Chain:
             handed[consumer] = trace_next
         return spike, (h, args)
 
+    @torch.no_grad()
     def backward(self, g):
         saved, self.saved = self.saved, None
         for i in range(len(self.layers) - 1, self.grad_from - 1, -1):

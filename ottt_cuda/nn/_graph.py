@@ -92,6 +92,7 @@ class StaticStep:
             self.out_sum.zero_()
             self.loss_sum.zero_()
 
+    @torch.no_grad()  # everything here is written out: no autograd graph (nor its saved tensors in a capture)
     def run(self):
         h, saved = self.x, []
         for i, (m, kind) in enumerate(zip(self.layers, self.kinds)):

@@ -1,0 +1,151 @@
+"""The CUDA-graph time step at batch 1 and 8 (issue 11 part 3), on a GPU.
+
+784-400-10 (Flatten, Linear(784, 400, trace=False), LIF, Linear(400, 10); T = 5, 1x28x28 input): samples/s of
+train_step ottt_a eagerly (the autograd-free chain) and with cuda_graph=True, and SpikingJelly's OTTT on the
+same net when it is installed. Correctness first: one training step with the graph and one eager, on copies
+of the same weights, must give the same loss, summed output and gradients (float32 tolerances), else the
+script stops before timing. Timing: methods interleaved round by round, CUDA synchronized around each
+measurement, median over rounds. Last line: "KEY: graph x eager ..." for the GPU suite's summary.
+
+    python benchmarks/graph_batch1.py --json OUT.json --md OUT.md
+"""
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+import torch  # noqa: E402
+import torch.nn as tnn  # noqa: E402
+
+from ottt_cuda import nn as onn  # noqa: E402
+from ottt_cuda.bench import methods as bm  # noqa: E402
+from ottt_cuda.bench.machine import command_line, machine  # noqa: E402
+from ottt_cuda.training import step_loss, train_step  # noqa: E402
+
+T = 5
+ALPHA = 0.05
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return tnn.Sequential(tnn.Flatten(1), onn.Linear(784, 400, trace=False), onn.LIF(tau=2.0), onn.Linear(400, 10))
+
+
+def ours(model, graph):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step(x, y):
+        return train_step(model, x, y, opt, T=T, mode="ottt_a", loss_alpha=ALPHA, sequence=False, cuda_graph=graph)
+    return step
+
+
+def spikingjelly(model):
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    net = layer.OTTTSequential(tnn.Flatten(1), tnn.Linear(784, 400), neuron.OTTTLIFNode(**bm._sj_neuron_kwargs()),
+                               tnn.Linear(400, 10)).to(model[1].weight.device)
+    net.load_state_dict(model.state_dict())
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+    def step(x, y):
+        functional.reset_net(net)
+        opt.zero_grad(set_to_none=True)
+        for _ in range(T):
+            step_loss(net(x), y, T, ALPHA).backward()
+        opt.step()
+    return step
+
+
+def check(device, batch):
+    """One call with the graph and one eager on copies: loss, output sum and .grad must agree."""
+    a = mlp().to(device)
+    b = copy.deepcopy(a)
+    x = torch.rand(batch, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    diffs = {}
+    for calls in range(2):  # the second call replays the graph captured by the first
+        la, oa = train_step(a, x, y, None, T=T, sequence=False, cuda_graph=True)
+        lb, ob = train_step(b, x, y, None, T=T, sequence=False)
+        diffs[f"call {calls} loss"] = abs(float(la) - float(lb)) / max(abs(float(lb)), 1e-12)
+        diffs[f"call {calls} output"] = float((oa - ob).abs().max() / ob.abs().max().clamp_min(1e-12))
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        diffs[f"grad {n}"] = float((p.grad - q.grad).abs().max() / q.grad.abs().max().clamp_min(1e-12))
+    return diffs, all(v <= 1e-4 for v in diffs.values())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--target-s", type=float, default=0.3, help="seconds per measurement")
+    p.add_argument("--json", default=None)
+    p.add_argument("--md", default=None)
+    p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # tests run the script's logic elsewhere
+    a = p.parse_args(argv)
+    device = torch.device(a.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("needs a CUDA device (cuda_graph=True captures a CUDA graph)")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    rows, checks = [], []
+    for batch in a.batches:
+        diffs, ok = check(device, batch)
+        checks.append({"batch": batch, "max_rel_diffs": diffs, "passed": ok})
+        if not ok:
+            print(f"graph and eager disagree at batch {batch}: {diffs}")
+            return 1
+        x = torch.rand(batch, 1, 28, 28, device=device)
+        y = torch.randint(0, 10, (batch,), device=device)
+        methods = {"ottt_a eager": ours(mlp().to(device), False), "ottt_a cuda_graph": ours(mlp().to(device), True)}
+        try:
+            methods["sj_ottt"] = spikingjelly(mlp().to(device))
+        except ImportError:
+            pass
+        times = {m: [] for m in methods}
+        for m, step in methods.items():  # warm-up (the graph is captured here)
+            for _ in range(3):
+                step(x, y)
+        sync()
+        for _ in range(a.rounds):
+            for m, step in methods.items():
+                n, t0 = 0, time.perf_counter()
+                while True:
+                    step(x, y)
+                    n += 1
+                    if n % 10 == 0:
+                        sync()
+                        if time.perf_counter() - t0 >= a.target_s:
+                            break
+                times[m].append((time.perf_counter() - t0) / n)
+        for m, ts in times.items():
+            s = statistics.median(ts)
+            rows.append({"batch": batch, "method": m, "s_per_call": s, "samples_per_s": batch / s,
+                         "ms_per_time_step": s / T * 1e3, "rounds": ts})
+    eager = {r["batch"]: r["s_per_call"] for r in rows if r["method"] == "ottt_a eager"}
+    for r in rows:
+        r["x_eager"] = eager[r["batch"]] / r["s_per_call"]
+    result = {"command": command_line(), "machine": machine(device.type), "T": T, "checks": checks, "rows": rows}
+    lines = ["# CUDA-graph time step, 784-400-10, T = 5", "", f"Command: `{result['command']}`  ",
+             f"Machine: {result['machine']}  ", f"Rounds: {a.rounds} interleaved, median; ~{a.target_s} s each.", "",
+             "| batch | method | samples/s | ms / time step | x eager |", "|---|---|---|---|---|"]
+    lines += [f"| {r['batch']} | {r['method']} | {r['samples_per_s']:.0f} | {r['ms_per_time_step']:.3f} | "
+              f"{r['x_eager']:.2f} |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if a.md:
+        with open(a.md, "w") as f:
+            f.write(text)
+    print("KEY: graph x eager " + ", ".join(f"b{r['batch']} {r['x_eager']:.2f}" for r in rows
+                                           if r["method"] == "ottt_a cuda_graph"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
