@@ -19,6 +19,8 @@ from ottt_cuda import _backend
 from ottt_cuda import nn as onn
 from ottt_cuda.nn import _chain
 from ottt_cuda.training import train_step
+from _chain_models import deep as _deep, lif_first as _lif_first, make_input as _input, mlp as _mlp
+from _chain_models import states as _states
 from conftest import cuda_only, using_backend
 
 pytestmark = pytest.mark.skipif(not _backend.runs_on("cpu", "cpu"),
@@ -37,45 +39,6 @@ def chain_runs(monkeypatch):
 
     monkeypatch.setattr(_chain.Chain, "forward", counted)
     return count
-
-
-def _mlp(seed=0):
-    torch.manual_seed(seed)
-    # The paper's real-valued input layer (no trace), the LIF handing its trace to the readout.
-    return tnn.Sequential(tnn.Flatten(1), onn.Linear(12, 9, trace=False), onn.LIF(tau=2.0),
-                          onn.Linear(9, 4)).double()
-
-
-def _deep(seed=0):
-    torch.manual_seed(seed)
-    # Traced input layer, hard reset, other surrogates, decay_input, Identity and Flatten between
-    # an LIF and its synapse, a Linear without bias.
-    return tnn.Sequential(onn.Linear(8, 7), onn.LIF(tau=3.0, v_reset=0.0, surrogate="rectangle", v_th=0.6),
-                          onn.Linear(7, 6), onn.LIF(decay_input=True, surrogate="atan", alpha=2.0, v_th=0.4),
-                          tnn.Identity(), tnn.Flatten(1), onn.Linear(6, 3, bias=False)).double()
-
-
-def _lif_first(seed=0):
-    torch.manual_seed(seed)
-    # The input is a current into an LIF: no gradient below the first Linear.
-    return tnn.Sequential(onn.LIF(v_th=0.5), onn.Linear(8, 5), onn.LIF(surrogate="triangle", v_th=0.3),
-                          onn.Linear(5, 3)).double()
-
-
-def _input(shape, T, B, seed=1, sequence=True):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn((T, B, *shape) if sequence else (B, *shape), generator=g, dtype=torch.float64) * 1.5
-    y = torch.randint(0, 3, (B,), generator=g)
-    return x, y
-
-
-def _states(model):
-    out = []
-    for m in model:
-        for name in ("v", "a_hat"):
-            t = getattr(m, name, None)
-            out.append(None if t is None else t.clone())
-    return out
 
 
 def _run(model, x, y, T, use_chain, sequence=True, steps=2, mode="ottt_a", **kw):

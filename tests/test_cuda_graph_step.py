@@ -8,6 +8,7 @@ errors are checked as a user meets them. The tests marked cuda capture and repla
 and compare it with the eager path there.
 """
 import copy
+import functools
 
 import pytest
 import torch
@@ -18,7 +19,10 @@ from ottt_cuda import nn as onn
 from ottt_cuda.models import r400
 from ottt_cuda.nn import _graph
 from ottt_cuda.training import train_step
+from _chain_models import deep, lif_first as _lif_first, make_input as _input, mlp as _mlp, states as _states
 from conftest import cuda_only
+
+_deep = functools.partial(deep, v_reset=0.5)  # a nonzero rest value for the fixed membranes
 
 needs_compiled_cpu = pytest.mark.skipif(not _backend.runs_on("cpu", "cpu"),
                                         reason="the step runs the compiled CPU kernels (ottt_cuda._C)")
@@ -39,36 +43,6 @@ def eager_graph(monkeypatch):
 class _CudaLike:
     """Stands for x in check_request's device test only."""
     device = torch.device("cuda")
-
-
-def _mlp(seed=0):
-    torch.manual_seed(seed)
-    return tnn.Sequential(tnn.Flatten(1), onn.Linear(12, 9, trace=False), onn.LIF(tau=2.0),
-                          onn.Linear(9, 4)).double()
-
-
-def _deep(seed=0):
-    torch.manual_seed(seed)
-    return tnn.Sequential(onn.Linear(8, 7), onn.LIF(tau=3.0, v_reset=0.5, surrogate="rectangle", v_th=0.6),
-                          onn.Linear(7, 6), onn.LIF(decay_input=True, surrogate="atan", alpha=2.0, v_th=0.4),
-                          tnn.Identity(), tnn.Flatten(1), onn.Linear(6, 3, bias=False)).double()
-
-
-def _lif_first(seed=0):
-    torch.manual_seed(seed)
-    return tnn.Sequential(onn.LIF(v_th=0.5), onn.Linear(8, 5), onn.LIF(surrogate="triangle", v_th=0.3),
-                          onn.Linear(5, 3)).double()
-
-
-def _input(shape, T, B, seed=1, sequence=True, device="cpu", dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn((T, B, *shape) if sequence else (B, *shape), generator=g, dtype=torch.float64) * 1.5
-    y = torch.randint(0, 3, (B,), generator=g)
-    return x.to(device, dtype), y.to(device)
-
-
-def _states(model):
-    return [None if getattr(m, n, None) is None else getattr(m, n).clone() for m in model for n in ("v", "a_hat")]
 
 
 def _train(model, x, y, T, graph, sequence, mode, calls=2, optimizer=True):

@@ -1,0 +1,44 @@
+"""Small float64 chains (nn.Sequential of ottt_cuda Linear / LIF and Flatten / Identity) and their inputs,
+shared by the tests of the autograd-free step (test_chain_step.py) and of the CUDA-graph step
+(test_cuda_graph_step.py). Firing is not forced: the inputs (scaled normal) make every LIF fire at
+some steps and not at others, which the equality tests need to mean anything."""
+import torch
+import torch.nn as tnn
+
+from ottt_cuda import nn as onn
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    # The paper's real-valued input layer (no trace), the LIF handing its trace to the readout.
+    return tnn.Sequential(tnn.Flatten(1), onn.Linear(12, 9, trace=False), onn.LIF(tau=2.0),
+                          onn.Linear(9, 4)).double()
+
+
+def deep(seed=0, v_reset=0.0):
+    torch.manual_seed(seed)
+    # Traced input layer, hard reset, other surrogates, decay_input, Identity and Flatten between
+    # an LIF and its synapse, a Linear without bias.
+    return tnn.Sequential(onn.Linear(8, 7), onn.LIF(tau=3.0, v_reset=v_reset, surrogate="rectangle", v_th=0.6),
+                          onn.Linear(7, 6), onn.LIF(decay_input=True, surrogate="atan", alpha=2.0, v_th=0.4),
+                          tnn.Identity(), tnn.Flatten(1), onn.Linear(6, 3, bias=False)).double()
+
+
+def lif_first(seed=0):
+    torch.manual_seed(seed)
+    # The input is a current into an LIF: no gradient below the first Linear.
+    return tnn.Sequential(onn.LIF(v_th=0.5), onn.Linear(8, 5), onn.LIF(surrogate="triangle", v_th=0.3),
+                          onn.Linear(5, 3)).double()
+
+
+def make_input(shape, T, B, seed=1, sequence=True, device="cpu", dtype=torch.float64):
+    """x [T, B, *shape] (or [B, *shape] when not a sequence) and class targets in 0..2."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((T, B, *shape) if sequence else (B, *shape), generator=g, dtype=torch.float64) * 1.5
+    y = torch.randint(0, 3, (B,), generator=g)
+    return x.to(device, dtype), y.to(device)
+
+
+def states(model):
+    """Clones of every layer's membrane and trace (None where a layer has none)."""
+    return [None if getattr(m, n, None) is None else getattr(m, n).clone() for m in model for n in ("v", "a_hat")]
