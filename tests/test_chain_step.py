@@ -242,3 +242,12 @@ def test_reset_between_sequences_is_kept():
         loss, out = train_step(model, x, y, None, T=2, sequence=True)
         assert out.shape == (B, 4) and torch.isfinite(loss)
     assert ottt_cuda.nn.LIF is onn.LIF
+
+
+def test_output_that_is_not_batch_by_classes_is_refused():
+    # Linear on [B, 2, 6] inputs (no Flatten) keeps three dimensions: the loss needs [B, classes].
+    torch.manual_seed(0)
+    model = tnn.Sequential(onn.Linear(6, 5), onn.LIF(), onn.Linear(5, 3)).double()
+    x = torch.randn(2, 4, 2, 6, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"output must be \[batch, classes\] at each time step, got shape \(4, 2, 3\)"):
+        train_step(model, x, torch.zeros(4, dtype=torch.long), None, T=2, sequence=True)

@@ -179,6 +179,15 @@ def test_models_that_cannot_be_captured_are_named(eager_graph, make, shape, matc
 
 
 @needs_compiled_cpu
+def test_output_that_is_not_batch_by_classes_is_refused(eager_graph):
+    torch.manual_seed(0)
+    model = tnn.Sequential(onn.Linear(6, 5), onn.LIF(), onn.Linear(5, 3)).double()
+    x = torch.randn(2, 4, 2, 6, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"got shape \(4, 2, 3\)"):
+        train_step(model, x, torch.zeros(4, dtype=torch.long), None, T=2, sequence=True, cuda_graph=True)
+
+
+@needs_compiled_cpu
 def test_class_index_beyond_the_outputs_is_refused(eager_graph):
     model = _mlp()
     x, y = _input((3, 4), 2, 2)

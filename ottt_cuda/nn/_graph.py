@@ -137,6 +137,9 @@ class StaticStep:
     def _loss(self, u):
         """Adds the step's output and loss to out_sum / loss_sum; returns d loss / d u. The same
         expressions as training._Runner._loss_grad and training._step_losses."""
+        if u.dim() != 2:
+            raise ValueError(f"the model's output must be [batch, classes] at each time step, got shape "
+                             f"{tuple(u.shape)}")
         B, C = u.shape
         if self.out_sum is None:  # the first run (eager, before any capture)
             self._check_classes(C)
