@@ -4,7 +4,9 @@
 
 ARM: "base" (the fmnist recipe), "init_default" (PyTorch's default Linear initialization instead of
 the paper-code N(0, 0.01)), "drop_rec" (the hidden layer's dropout mask also on the spikes fed back to
-the recurrent synapse), "norm_mnist" (MNIST's mean/std for the input), or several joined with "+".
+the recurrent synapse), "norm_mnist" (MNIST's mean/std for the input), "input_raw" (the input synapse's weight gradient
+uses the input x itself, not its trace x_hat: what the paper's public code does for its first,
+image-fed layer), or several joined with "+".
 The variants are applied in this process only, by replacing the pieces they change, so that the
 screening could run against the released recipe unchanged; `drop_rec` is now also the library's
 `R400(feedback_dropout=True)` (see the recipe). Results: benchmarks/results/fmnist_screen_20ep.*.
@@ -17,7 +19,7 @@ from ottt_cuda.train import cli, data
 
 r400mod = importlib.import_module("ottt_cuda.models.r400")
 
-KNOWN = {"base", "init_default", "drop_rec", "norm_mnist"}
+KNOWN = {"base", "init_default", "drop_rec", "norm_mnist", "input_raw"}
 
 
 def apply(arms):
@@ -25,6 +27,13 @@ def apply(arms):
         data.FMNIST_MEAN, data.FMNIST_STD = 0.1307, 0.3081
     if "init_default" in arms:     # PyTorch's default Linear init instead of N(0, 0.01)
         r400mod.init_paper = lambda m: m
+    if "input_raw" in arms:        # the input synapse untraced (the paper's code: its first layer is not wrapped)
+        orig_init = r400mod.R400.__init__
+
+        def init(self, *args, **kwargs):
+            orig_init(self, *args, **kwargs)
+            self.rnn.input.trace = False
+        r400mod.R400.__init__ = init
     if "drop_rec" in arms:         # the hidden layer's dropout mask also on the spikes fed back
         orig_forward = r400mod.R400.forward
 
