@@ -10,6 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import _loss
 from . import memory_budget as _budget
 from .nn import _state
 from .nn import _chain, _graph, _handoff
@@ -171,7 +172,7 @@ class _Runner:
     def loss(self):
         """Sum of the per-step losses so far (float64, detached)."""
         if self._pending:
-            self._loss_sum += _step_losses(torch.stack(self._pending), self.y, self.T, self.a, self._onehot).sum()
+            self._loss_sum += _loss.step_losses(torch.stack(self._pending), self.y, self.T, self.a, self._onehot).sum()
             self._pending = []
         return self._loss_sum
 
@@ -199,18 +200,14 @@ class _Runner:
         return self.scaler is None and out.dim() == 2 and out.requires_grad
 
     def _loss_grad(self, out):
-        """d step_loss / d out in closed form: ((1-a) (softmax(u) - onehot) / B + a 2 (u - onehot) / (B C)) / T,
-        computed in at least float32 (as step_loss) and returned in out's dtype."""
-        with torch.no_grad():
-            u = out.detach()
-            u = u.float() if u.dtype in (torch.float16, torch.bfloat16) else u
-            B, C = u.shape
-            if self._onehot is None or self._onehot.shape != u.shape or self._onehot.dtype != u.dtype:
-                self._onehot = F.one_hot(self.y, C).to(u.dtype)
-            g = torch.softmax(u, -1).sub_(self._onehot).mul_((1.0 - self.a) / (B * self.T))
-            if self.a:
-                g.add_(u - self._onehot, alpha=2.0 * self.a / (B * C * self.T))
-            return g if g.dtype == out.dtype else g.to(out.dtype)
+        """d step_loss / d out in closed form (_loss.loss_grad), computed in at least float32 (as
+        step_loss) and returned in out's dtype."""
+        u = out.detach()
+        u = u.float() if u.dtype in (torch.float16, torch.bfloat16) else u
+        if self._onehot is None or self._onehot.shape != u.shape or self._onehot.dtype != u.dtype:
+            self._onehot = F.one_hot(self.y, u.shape[1]).to(u.dtype)
+        g = _loss.loss_grad(u, self._onehot, self.T, self.a)
+        return g if g.dtype == out.dtype else g.to(out.dtype)
 
     def step(self, x_t, backward=True, need_loss=True):
         """One time step (and its backward). Returns the step's loss, or None when
@@ -251,20 +248,6 @@ class _Runner:
 
     def backward(self, loss):
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-
-
-def _step_losses(outs, y, T, loss_alpha, onehot):
-    """step_loss of every step at once: outs [n, B, C] (detached, float32/64) -> [n] float64.
-    Cross-entropy as the mean of -log_softmax at the targets (what F.cross_entropy computes;
-    its reduction='none' form over n*B rows costs ~6x more at this size)."""
-    n, B, C = outs.shape
-    with torch.no_grad():
-        picked = torch.log_softmax(outs, -1).gather(-1, y.view(1, B, 1).expand(n, B, 1))
-        loss = picked.mean((1, 2)).mul_(-(1.0 - loss_alpha))
-        if loss_alpha:
-            oh = onehot if onehot is not None and onehot.dtype == outs.dtype else F.one_hot(y, C).to(outs.dtype)
-            loss.add_((outs - oh).square_().mean((1, 2)), alpha=loss_alpha)
-        return loss.div_(T).to(torch.float64)
 
 
 def _optimizer_step(optimizer, scaler):

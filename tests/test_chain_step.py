@@ -251,3 +251,25 @@ def test_output_that_is_not_batch_by_classes_is_refused():
     x = torch.randn(2, 4, 2, 6, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"output must be \[batch, classes\] at each time step, got shape \(4, 2, 3\)"):
         train_step(model, x, torch.zeros(4, dtype=torch.long), None, T=2, sequence=True)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_lif_hands_its_trace_to_the_readout(chain_runs, monkeypatch, fused):
+    # Fused, the readout's trace comes from the LIF's kernel pass (nn._handoff): the synapse never
+    # updates it itself; unfused, it does once per step. The numbers are the same either way (above).
+    from ottt_cuda.nn import _fast
+
+    calls = [0]
+    for name in ("trace_update_", "trace_update"):
+        original = getattr(_fast, name)
+
+        def counted(*args, _original=original, **kw):
+            calls[0] += 1
+            return _original(*args, **kw)
+        monkeypatch.setattr(_fast, name, counted)
+    model = _mlp()  # its input layer is untraced: the readout's is the only trace
+    onn.fuse_traces(model, fused)
+    x, y = _input((3, 4), 4, 2)
+    train_step(model, x, y, None, T=4, sequence=True)
+    assert chain_runs[0] == 4
+    assert calls[0] == (0 if fused else 4)

@@ -198,10 +198,28 @@ def test_online_steps_drops_pending_gradients_on_an_exception_and_flushes_on_exi
 
 @pytest.mark.parametrize("alpha", [0.0, 0.05, 1.0])
 def test_all_step_losses_at_once_equal_step_loss_per_step(alpha):
-    from ottt_cuda.training import _step_losses, step_loss
+    from ottt_cuda._loss import step_losses
+    from ottt_cuda.training import step_loss
 
     g = torch.Generator().manual_seed(3)
     outs = 3 * torch.randn(4, 5, 7, generator=g, dtype=torch.float64)
     y = torch.randint(0, 7, (5,), generator=g)
     expected = torch.stack([step_loss(outs[t], y, 4, alpha) for t in range(4)])
-    assert rel_err(_step_losses(outs, y, 4, alpha, None), expected) <= 1e-12
+    assert rel_err(step_losses(outs, y, 4, alpha, None), expected) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("alpha", [0.0, 0.05, 1.0])
+@pytest.mark.parametrize("B,C", [(1, 10), (7, 3), (5, 1)])
+def test_closed_form_loss_gradient_equals_autograd_of_step_loss(alpha, dtype, tol, B, C):
+    # The gradient train_step's fast paths and the CUDA-graph step use instead of autograd.
+    from ottt_cuda._loss import loss_grad
+    from ottt_cuda.training import step_loss
+
+    g = torch.Generator().manual_seed(B * 100 + C)
+    u = (3 * torch.randn(B, C, generator=g, dtype=torch.float64)).to(dtype).requires_grad_()
+    y = torch.randint(0, C, (B,), generator=g)
+    step_loss(u, y, 6, alpha).backward()
+    got = loss_grad(u.detach(), torch.nn.functional.one_hot(y, C).to(dtype), 6, alpha)
+    assert got.dtype == dtype and not got.requires_grad
+    assert rel_err(got, u.grad) <= tol

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.nn.modules import module as _module
 
 from .. import _validation, ops
-from . import _fast
+from . import _fast, _handoff
 from ._autograd import _no_hooks
 from ._state import set_state
 
@@ -112,6 +112,15 @@ def check(model, x, deferred):
     return layers, None
 
 
+def layer_kinds(layers):
+    """Per layer of a checked chain "linear", "lif" or "shape" (Flatten / Identity), and the index
+    of the first Linear: below it nothing needs a gradient (the input does not require one)."""
+    from .lif import LIF
+
+    kinds = ["lif" if type(m) is LIF else "linear" if hasattr(m, "weight") else "shape" for m in layers]
+    return kinds, kinds.index("linear")
+
+
 def _backend_name(x):
     from .. import _backend
 
@@ -126,19 +135,13 @@ class Chain:
     (deferred) given g = d loss / d output. One backward after each forward, before the next."""
 
     def __init__(self, layers):
-        from .lif import LIF
-
         self.layers = layers
-        self.kinds = ["lif" if type(m) is LIF else "linear" if hasattr(m, "weight") else "shape" for m in layers]
-        first = self.kinds.index("linear")
-        # Below the first Linear nothing needs a gradient (the input does not require one).
-        self.grad_from = first
-        # The synapse each LIF hands its trace to (its link, when the link's consumer is in the chain).
+        self.kinds, self.grad_from = layer_kinds(layers)
+        # The link of each LIF whose consumer synapse is in the chain (nn._handoff: it hands that
+        # synapse the trace it updates in its kernel pass; no Scale between them, none is in a chain).
         in_chain = {id(m) for m in layers}
-        self.link_to = [m._trace_link.consumer if k == "lif" and m._trace_link is not None
-                        and id(m._trace_link.consumer) in in_chain and m._trace_link.scale == 1.0
-                        and m._trace_link.consumer.mode == "ottt" and m._trace_link.consumer.trace else None
-                        for m, k in zip(layers, self.kinds)]
+        self.links = [m._trace_link if k == "lif" and m._trace_link is not None and m._trace_link.scale == 1.0
+                      and id(m._trace_link.consumer) in in_chain else None for m, k in zip(layers, self.kinds)]
         self.checked = False
         self.saved = None
 
@@ -161,7 +164,7 @@ class Chain:
                 saved.append((a, c))
                 x = F.linear(x, m.weight, m.bias)
             elif kind == "lif":
-                x, h = self._lif(m, x, self.link_to[i], handed, needs_grad=i > self.grad_from)
+                x, h = self._lif(m, x, self.links[i], handed, needs_grad=i > self.grad_from)
                 saved.append(h)
             else:
                 saved.append(x.shape)
@@ -170,25 +173,20 @@ class Chain:
         self.saved = saved
         return x
 
-    def _lif(self, m, x, consumer, handed, needs_grad):
+    def _lif(self, m, x, link, handed, needs_grad):
         if not self.checked:
             _validation.tensor(x, "x")
         v = m._v_for(x)
         args = m._step_args()
+        offered = _handoff.offer(link, x, "s") if link is not None else None
         trace_in = None
-        if consumer is not None:  # as nn._handoff's offer
-            a = consumer.a_hat
-            if a is None:
-                trace_in = torch.zeros_like(x)
-            elif (consumer._a_scale == 1.0 and a.numel() == x.numel() and a.dtype == x.dtype
-                  and a.device == x.device and a.is_contiguous()):
-                trace_in = a.view(x.shape)
-            if trace_in is not None:
-                args = args[:4] + (consumer._checked_decay(),) + args[5:]
+        if offered is not None:  # the kernel updates the consumer's trace too, with its decay
+            trace_in, decay = offered
+            args = args[:4] + (decay,) + args[5:]
         spike, v_next, h, trace_next = ops._Compiled.lif_step_fwd(x, v, trace_in, None, *args, needs_grad)
         set_state(m, "v", v_next)
-        if trace_in is not None:
-            handed[consumer] = trace_next
+        if offered is not None:
+            handed[link.consumer] = trace_next
         return spike, (h, args)
 
     @torch.no_grad()

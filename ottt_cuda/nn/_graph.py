@@ -25,7 +25,7 @@ captures again. Under cuda_graph=True, train_step zeroes gradients in place
 import torch
 import torch.nn.functional as F
 
-from .. import ops
+from .. import _loss, ops
 from . import _chain
 from ._state import set_state
 
@@ -38,32 +38,17 @@ class StaticStep:
     parameters' .grad, out_sum and loss_sum."""
 
     def __init__(self, layers, x_example, T, loss_alpha):
-        from .lif import LIF
-
         self.layers = layers
-        self.kinds = ["lif" if type(m) is LIF else "linear" if hasattr(m, "weight") else "shape" for m in layers]
-        self.grad_from = self.kinds.index("linear")
+        self.kinds, self.grad_from = _chain.layer_kinds(layers)
         self.T, self.alpha = T, float(loss_alpha)
         self.x = torch.empty_like(x_example, memory_format=torch.contiguous_format)
         # Settings read once (as the eager path does at a sequence's first step).
-        self.lif_args = [m._step_args() if k == "lif" else None for m, k in zip(layers, self.kinds)]
+        self.lif_args, self.decay = _settings(layers, self.kinds)
         self.lif_rest = [(m.v_reset or 0.0) if k == "lif" else None for m, k in zip(layers, self.kinds)]
-        self.decay = [m._checked_decay() if k == "linear" and m.mode == "ottt" and m.trace else None
-                      for m, k in zip(layers, self.kinds)]
         # Buffers made at the first run (their shapes come from the layers): membranes, traces.
         self.v = [None] * len(layers)
         self.trace = [None] * len(layers)
         self.out_sum = self.loss_sum = self.onehot = self.y_index = self.y_max = None
-
-    def key(self):
-        """What a captured graph depends on besides shapes: settings and tensor addresses."""
-        ptrs = []
-        for m, k in zip(self.layers, self.kinds):
-            if k == "linear":
-                for p in (m.weight, m.bias):
-                    if p is not None:
-                        ptrs += [p.data_ptr(), None if p.grad is None else p.grad.data_ptr()]
-        return tuple(self.lif_args), tuple(self.decay), tuple(ptrs)
 
     def set_targets(self, y, y_max):
         """The sequence's targets into the fixed buffers (the one-hot is made at the first run,
@@ -135,8 +120,8 @@ class StaticStep:
                 g = g.reshape(s)
 
     def _loss(self, u):
-        """Adds the step's output and loss to out_sum / loss_sum; returns d loss / d u. The same
-        expressions as training._Runner._loss_grad and training._step_losses."""
+        """Adds the step's output and loss to out_sum / loss_sum; returns d loss / d u (the same
+        functions, ottt_cuda._loss, as train_step's own loop)."""
         if u.dim() != 2:
             raise ValueError(f"the model's output must be [batch, classes] at each time step, got shape "
                              f"{tuple(u.shape)}")
@@ -146,16 +131,28 @@ class StaticStep:
             self.onehot = torch.zeros_like(u).scatter_(1, self.y_index, 1.0)
             self.out_sum = torch.zeros_like(u)
             self.loss_sum = torch.zeros((), dtype=torch.float64, device=u.device)
-        a, T, oh = self.alpha, self.T, self.onehot
         self.out_sum.add_(u)
-        loss = torch.log_softmax(u, -1).gather(-1, self.y_index).mean().mul_(-(1.0 - a))
-        if a:
-            loss.add_((u - oh).square_().mean(), alpha=a)
-        self.loss_sum.add_(loss.div_(T).to(torch.float64))
-        g = torch.softmax(u, -1).sub_(oh).mul_((1.0 - a) / (B * T))
-        if a:
-            g.add_(u - oh, alpha=2.0 * a / (B * C * T))
-        return g
+        self.loss_sum.add_(_loss.step_losses(u.unsqueeze(0), self.y_index.view(-1), self.T, self.alpha,
+                                             self.onehot)[0])
+        return _loss.loss_grad(u, self.onehot, self.T, self.alpha)
+
+
+def _settings(layers, kinds):
+    """Per layer: the LIF's step arguments, and the decay of an OTTT-traced Linear's trace (None
+    elsewhere: SLTT and the untraced input layer use the input itself)."""
+    lif_args = [m._step_args() if k == "lif" else None for m, k in zip(layers, kinds)]
+    decay = [m._checked_decay() if k == "linear" and m.mode == "ottt" and m.trace else None
+             for m, k in zip(layers, kinds)]
+    return lif_args, decay
+
+
+def _key(layers, kinds, x0, T, loss_alpha, y):
+    """What a captured step depends on: shapes, the layers and their settings, the addresses of the
+    parameters and their .grad (a replay reads and writes exactly those)."""
+    lif_args, decay = _settings(layers, kinds)
+    ptrs = [(p.data_ptr(), p.grad.data_ptr()) for p in _params(layers, kinds)]
+    return (tuple(x0.shape), x0.dtype, x0.device, T, float(loss_alpha), tuple(y.shape), tuple(id(m) for m in layers),
+            tuple(lif_args), tuple(decay), tuple(ptrs))
 
 
 def check_request(model, x, mode, amp, scaler, chunk, k):
@@ -195,16 +192,14 @@ def run(model, layers, x_at, y, T, loss_alpha, y_max, capture):
     """T steps of `layers` on x_at(0..T-1): returns (loss float64, output sum), as train_step's
     step loop does. capture=True: through a CUDA graph kept on `model` (captured on first use)."""
     x0 = x_at(0)
-    fresh = StaticStep(layers, x0, T, loss_alpha)
-    for p in _params(fresh.layers, fresh.kinds):
+    kinds, _ = _chain.layer_kinds(layers)
+    for p in _params(layers, kinds):
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    shape_key = (tuple(x0.shape), x0.dtype, x0.device, T, float(loss_alpha), tuple(y.shape),
-                 tuple(id(m) for m in layers))
+    key = _key(layers, kinds, x0, T, loss_alpha, y)
     step = getattr(model, _CACHE_ATTR, None)
-    key = (shape_key, fresh.key())
     if step is None or step.built_for != key:
-        step = fresh
+        step = StaticStep(layers, x0, T, loss_alpha)
         step.built_for = key  # the settings and addresses it was built (and captured) for
         step.graph = None
         object.__setattr__(model, _CACHE_ATTR, step)
