@@ -31,6 +31,28 @@ def lif_first(seed=0):
                           onn.Linear(5, 3)).double()
 
 
+def r400_small(seed=0, feedback=True, dropout=0.2):
+    # models.R400 at a small size (36 -> 24 recurrent -> 3): sWS input synapse, recurrent synapse,
+    # the per-sequence dropout mask inside the recurrent layer (feedback) or after it. Livelier weights
+    # than the paper's N(0, 0.01), so that every path carries gradient.
+    from ottt_cuda.models import r400
+
+    torch.manual_seed(seed)
+    m = r400(num_classes=3, in_features=36, hidden=24, dropout=dropout, feedback_dropout=feedback).double()
+    with torch.no_grad():
+        m.rnn.recurrent.weight.normal_(0, 0.5)
+        m.readout.weight.normal_(0, 0.3)
+        m.rnn.input.bias.fill_(0.5)
+    return m
+
+
+def ws_mlp(seed=0):
+    torch.manual_seed(seed)
+    # An sWS input synapse and a per-sequence Dropout between the LIF and the readout.
+    return tnn.Sequential(tnn.Flatten(1), onn.WSLinear(12, 9), onn.LIF(tau=2.0), onn.Dropout(0.3),
+                          onn.Linear(9, 4)).double()
+
+
 def make_input(shape, T, B, seed=1, sequence=True, device="cpu", dtype=torch.float64):
     """x [T, B, *shape] (or [B, *shape] when not a sequence) and class targets in 0..2."""
     g = torch.Generator().manual_seed(seed)
@@ -40,5 +62,6 @@ def make_input(shape, T, B, seed=1, sequence=True, device="cpu", dtype=torch.flo
 
 
 def states(model):
-    """Clones of every layer's membrane and trace (None where a layer has none)."""
-    return [None if getattr(m, n, None) is None else getattr(m, n).clone() for m in model for n in ("v", "a_hat")]
+    """Clones of every module's membrane, trace, previous spikes and dropout mask (None where it has none)."""
+    return [None if getattr(m, n, None) is None else getattr(m, n).clone() for m in model.modules()
+            for n in ("v", "a_hat", "s_prev", "mask")]

@@ -20,7 +20,7 @@ from ottt_cuda import nn as onn
 from ottt_cuda.nn import _chain
 from ottt_cuda.training import train_step
 from _chain_models import deep as _deep, lif_first as _lif_first, make_input as _input, mlp as _mlp
-from _chain_models import states as _states
+from _chain_models import r400_small as _r400, states as _states, ws_mlp as _ws_mlp
 from conftest import cuda_only, using_backend
 
 pytestmark = pytest.mark.skipif(not _backend.runs_on("cpu", "cpu"),
@@ -43,6 +43,7 @@ def chain_runs(monkeypatch):
 
 def _run(model, x, y, T, use_chain, sequence=True, steps=2, mode="ottt_a", **kw):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    torch.manual_seed(1234)  # the same dropout masks in both runs
     previous = _chain.enabled
     _chain.enabled = use_chain
     try:
@@ -121,6 +122,29 @@ def test_lif_first_and_static_input(chain_runs):
     _compare(_lif_first, (8,), 4, 2, chain_runs, sequence=False)
 
 
+@pytest.mark.parametrize("mode", ["ottt_a", "sltt"])
+@pytest.mark.parametrize("feedback", [True, False], ids=["feedback_dropout", "readout_dropout"])
+@pytest.mark.parametrize("B,T", [(1, 5), (3, 1), (3, 4)])
+def test_r400_matches_autograd(chain_runs, feedback, mode, B, T):
+    # models.R400 names its layers (_ottt_chain): sWS input synapse, recurrent synapse, the sequence's
+    # dropout mask in the recurrent layer or after it, the readout.
+    model = _compare(lambda: _r400(feedback=feedback), (1, 6, 6), T, B, chain_runs, mode=mode)
+    assert model.rnn.s_prev is not None and (model.rnn.dropout.mask if feedback else model.dropout.mask) is not None
+
+
+def test_r400_in_eval_mode_matches_autograd(chain_runs):
+    # No dropout in eval mode; train_step still trains (the gradients of the eval-mode network).
+    def make():
+        return _r400().eval()
+    _compare(make, (1, 6, 6), 3, 2, chain_runs)
+
+
+@pytest.mark.parametrize("mode", ["ottt_a", "sltt"])
+def test_ws_linear_and_dropout_in_a_sequential_match_autograd(chain_runs, mode):
+    model = _compare(_ws_mlp, (3, 4), 4, 3, chain_runs, mode=mode)
+    assert model[1].gain.grad is not None and model[1].gain.grad.abs().max() > 0  # through the hoisted sWS
+
+
 def test_large_batch_flushes_every_step(chain_runs):
     # rows * (in + out) >= in * out at every step: the deferred gradient is added per step.
     _compare(_mlp, (3, 4), 3, 40, chain_runs)
@@ -180,6 +204,35 @@ def _with_dropout(seed=0):
 def _nested(seed=0):
     torch.manual_seed(seed)
     return tnn.Sequential(tnn.Sequential(tnn.Flatten(1), onn.Linear(12, 9)), onn.LIF(), onn.Linear(9, 4)).double()
+
+
+class _MyR400(type(_r400())):
+    pass  # inherits forward but not the class's own _ottt_chain: the chain cannot know its forward
+
+
+def _r400_subclass(seed=0):
+    m = _r400(seed)
+    m.__class__ = _MyR400
+    return m
+
+
+def _r400_neuron_hook(seed=0):
+    m = _r400(seed)
+    m.rnn.neuron.register_forward_hook(lambda *a: None)
+    return m
+
+
+def _r400_frozen_recurrent(seed=0):
+    m = _r400(seed)
+    m.rnn.recurrent.weight.requires_grad_(False)
+    return m
+
+
+@pytest.mark.parametrize("make,shape", [(_r400_subclass, (1, 6, 6)), (_r400_neuron_hook, (1, 6, 6)),
+                                        (_r400_frozen_recurrent, (1, 6, 6))],
+                         ids=["R400 subclass", "hook on a submodule", "frozen recurrent weight"])
+def test_recurrent_models_the_chain_leaves_to_autograd(chain_runs, make, shape):
+    _compare(make, shape, 3, 2, chain_runs, expect_chain=False)
 
 
 @pytest.mark.parametrize("make", [_with_subclass, _with_dropout, _nested], ids=["subclass", "other module", "nested"])

@@ -159,6 +159,15 @@ def _with_dropout():
     return tnn.Sequential(tnn.Flatten(1), onn.Linear(12, 9), onn.LIF(), tnn.Dropout(0.1), onn.Linear(9, 4)).double()
 
 
+class _Wrapped(tnn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
 def _hooked():
     m = _mlp()
     m[3].register_forward_hook(lambda *a: None)
@@ -167,9 +176,13 @@ def _hooked():
 
 @needs_compiled_cpu
 @pytest.mark.parametrize("make,shape,match", [
-    (_with_dropout, (3, 4), r"module 3 \(Dropout\) is not an ottt_cuda.nn.Linear"),
+    (_with_dropout, (3, 4), r"module 3 \(Dropout\) is not one of ottt_cuda.nn.Linear / LIF, nn.Flatten, nn.Identity"),
     (_hooked, (3, 4), r"module 3 \(Linear\) has forward or backward hooks"),
-    (lambda: r400(num_classes=3).double(), (1, 28, 28), "the model is a R400, not a torch.nn.Sequential"),
+    # (train_step's own loop runs these two without autograd; the graph step does not take them yet)
+    (lambda: r400(num_classes=3).double(), (1, 28, 28), r"module 1 \(RecurrentLIF\) is not one of ottt_cuda.nn.Linear"),
+    (lambda: tnn.Sequential(tnn.Flatten(1), onn.WSLinear(12, 4)).double(), (3, 4),
+     r"module 1 \(WSLinear\) is not one of ottt_cuda.nn.Linear / LIF"),
+    (lambda: _Wrapped(_mlp()), (3, 4), r"the model is a _Wrapped, not a torch.nn.Sequential"),
 ])
 def test_models_that_cannot_be_captured_are_named(eager_graph, make, shape, match):
     model = make()

@@ -18,6 +18,10 @@ from ._init import init_paper
 
 
 class R400(nn.Module):
+    # forward is the composition of these layers in this order: train_step's OTTT_A / SLTT loop may
+    # run its time steps through them without autograd (nn._chain). Keep the two in step.
+    _ottt_chain = ("flatten", "rnn", "dropout", "readout")
+
     def __init__(self, num_classes=10, in_features=784, hidden=400, dropout=0.2, tau=2.0, feedback_dropout=False):
         super().__init__()
         boolean(feedback_dropout, "feedback_dropout")

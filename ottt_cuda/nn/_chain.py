@@ -4,22 +4,26 @@ At batch 1 a time step of a small net is a few tiny kernels, and autograd's book
 around them (a graph node per layer, saved tensors, the engine's walk, the Python
 autograd.Functions' forward and backward) costs more than they do. Under OTTT_A the
 step's backward is local to the step: nothing of earlier steps is in the graph. For an
-nn.Sequential made only of
+nn.Sequential made only of the exact types
 
-    ottt_cuda.nn.Linear, ottt_cuda.nn.LIF (step_mode "s", mode "ottt" or "sltt") and the
-    shape-only nn.Flatten / nn.Identity,
+    ottt_cuda.nn.Linear / WSLinear, LIF, RecurrentLIF, Dropout (step_mode "s", mode "ottt" or
+    "sltt") and the shape-only nn.Flatten / nn.Identity,
 
-that backward is short enough to write out, layer by layer in reverse:
+or a model class that names such layers in its own `_ottt_chain` (its forward being their
+composition, as models.R400), that backward is short enough to write out, layer by layer in reverse:
 
     Linear:  grad_W += g^T (c a), grad_b += sum_rows g   (deferred: _deferred)
-             g <- g W                                    (not below the first Linear)
+             g <- g W                                    (a WSLinear's W: its hoisted standardized weight)
     LIF:     g <- surrogate'(h - v_th) g                 (the step's backward kernel on h)
+    Dropout: g <- g * mask                               (the sequence's mask)
+    RecurrentLIF: the mask, the LIF, then the input synapse as a Linear and the recurrent one's
+             weight gradient only (s[t-1] enters detached: nothing flows through time)
     Flatten: g <- g viewed in the input's shape
 
-which is what LinearTrace, the LIF's _LIFStep and autograd compute on the same path:
-the same kernels and GEMMs in the same order, hence the same numbers (the float64
-tests compare them). A linked LIF updates its synapse's trace in its kernel pass as in
-nn._handoff, handed over directly (the chain knows who reads the spikes).
+(not below the first layer with weights), which is what LinearTrace, the LIF's _LIFStep and
+autograd compute on the same path: the same kernels and GEMMs in the same order, hence the same
+numbers (the float64 tests compare them). A linked LIF updates its synapse's trace in its
+kernel pass as in nn._handoff, handed over directly (the chain knows who reads the spikes).
 
 Used by train_step's OTTT_A and SLTT loops only (inside online_steps with deferred weight
 gradients), and only where nothing could observe the difference: no module hooks
@@ -63,13 +67,13 @@ def plan(model, x):
 
 def check(model, x, deferred):
     """(layers, None) when `model`'s steps on inputs like x may run as a chain, else (None, why), `why`
-    naming the module or setting in the way. deferred: the Linear layers must hold a
-    _deferred.DeferredWeightGrad (train_step's online_steps(defer_weight_grads=True))."""
-    from .lif import LIF
-    from .synapse import Linear
-
-    if type(model) is not nn.Sequential:
-        return None, f"the model is a {type(model).__name__}, not a torch.nn.Sequential"
+    naming the module or setting in the way. deferred: train_step's OTTT_A loop (the synapses hold a
+    _deferred.DeferredWeightGrad, online_steps(defer_weight_grads=True), and the sWS weights are
+    hoisted); False: the CUDA-graph step (nn._graph), which takes Linear, LIF, Flatten and Identity only."""
+    layers = _layers_of(model)
+    if layers is None:
+        return None, (f"the model is a {type(model).__name__}, not a torch.nn.Sequential (nor a model that "
+                      "names its layers in _ottt_chain, as models.R400)")
     if not _no_module_hooks(model):
         return None, "the model has forward or backward hooks"
     if any(getattr(_module, name, None) for name in _GLOBAL_HOOKS):
@@ -82,43 +86,88 @@ def check(model, x, deferred):
         return None, "autocast is on"
     if not _fast.compiled(x):  # False under torch.compile tracing too
         return None, f"the compiled kernels do not serve this input (backend {_backend_name(x)!r})"
-    layers = list(model)
-    n_linear = 0
+    n_weighted = 0
     for i, m in enumerate(layers):
         name = f"module {i} ({type(m).__name__})"
-        if not _no_module_hooks(m):
-            return None, f"{name} has forward or backward hooks"
-        if type(m) is Linear:
-            for pname, p in (("weight", m.weight), ("bias", m.bias)):
-                if p is None:
-                    continue
-                if not (p.requires_grad and _no_hooks(p)):
-                    return None, f"{name}.{pname} does not require grad, is not a leaf, or has gradient hooks"
-                if p.dtype != x.dtype or p.device != x.device:
-                    return None, f"{name}.{pname} is {p.dtype} on {p.device}, the input {x.dtype} on {x.device}"
-            if m.mode not in _MODES or m.step_mode != "s":
-                return None, f"{name} runs mode {m.mode!r}, step_mode {m.step_mode!r}"
-            if deferred and m._deferred is None:
-                return None, f"{name} is not inside online_steps(defer_weight_grads=True)"
-            n_linear += 1
-        elif type(m) is LIF:
-            if m.mode not in _MODES or m.step_mode != "s":
-                return None, f"{name} runs mode {m.mode!r}, step_mode {m.step_mode!r}"
-        elif type(m) not in _SHAPE_ONLY:
-            return None, (f"{name} is not an ottt_cuda.nn.Linear, ottt_cuda.nn.LIF, nn.Flatten or nn.Identity "
-                          "(subclasses are not taken either)")
-    if not n_linear:
+        kind = _kind(m)
+        if kind is None or not deferred and (kind not in _GRAPH_KINDS or _is_ws(m)):
+            return None, f"{name} is not one of {_TAKEN if deferred else _GRAPH_TAKEN} (subclasses are not taken either)"
+        for j, sub in enumerate(m.modules()):
+            if not _no_module_hooks(sub):
+                return None, f"{name}{'' if j == 0 else ' (a submodule)'} has forward or backward hooks"
+            if hasattr(sub, "mode") and (sub.mode not in _MODES or sub.step_mode != "s"):
+                return None, f"{name} runs mode {sub.mode!r}, step_mode {sub.step_mode!r}"
+        synapses = [("", m)] if kind == "linear" else [(".input", m.input), (".recurrent", m.recurrent)] \
+            if kind == "rlif" else []
+        for where, syn in synapses:
+            why = _synapse_problem(f"{name}{where}", syn, x, deferred)
+            if why is not None:
+                return None, why
+        if kind == "rlif" and (_kind(m.neuron) != "lif" or _kind(m.dropout) != "dropout"):
+            return None, f"{name} holds a neuron or a dropout of another type"
+        n_weighted += kind in ("linear", "rlif")
+    if not n_weighted:
         return None, "the model has no ottt_cuda.nn.Linear layer (no weight to train)"
     return layers, None
 
 
-def layer_kinds(layers):
-    """Per layer of a checked chain "linear", "lif" or "shape" (Flatten / Identity), and the index
-    of the first Linear: below it nothing needs a gradient (the input does not require one)."""
-    from .lif import LIF
+_TAKEN = ("ottt_cuda.nn.Linear / WSLinear / LIF / RecurrentLIF / Dropout, nn.Flatten, nn.Identity")
+_GRAPH_TAKEN = "ottt_cuda.nn.Linear / LIF, nn.Flatten, nn.Identity"
+_GRAPH_KINDS = ("linear", "lif", "shape")  # a "linear" without sWS
 
-    kinds = ["lif" if type(m) is LIF else "linear" if hasattr(m, "weight") else "shape" for m in layers]
-    return kinds, kinds.index("linear")
+
+def _layers_of(model):
+    """The layers a step runs in order: an nn.Sequential's, or those a model class names in its own
+    `_ottt_chain` (its forward is their composition, e.g. models.R400); None for anything else."""
+    if type(model) is nn.Sequential:
+        return list(model)
+    names = type(model).__dict__.get("_ottt_chain")
+    if names is None:
+        return None
+    return [getattr(model, n) for n in names]
+
+
+def _is_ws(m):
+    from .ws import WSLinear
+
+    return type(m) is WSLinear
+
+
+def _kind(m):
+    """The chain's name for the exact type of m (subclasses may change what a step does): None if not taken."""
+    from .lif import LIF
+    from .misc import Dropout
+    from .recurrent import RecurrentLIF
+    from .synapse import Linear
+    from .ws import WSLinear
+
+    return {Linear: "linear", WSLinear: "linear", LIF: "lif", RecurrentLIF: "rlif", Dropout: "dropout",
+            nn.Flatten: "shape", nn.Identity: "shape"}.get(type(m))
+
+
+def _synapse_problem(name, m, x, deferred):
+    """Why the chain cannot compute the weight gradients of synapse m itself (None: it can)."""
+    params = [("weight", m.weight), ("bias", m.bias)] + ([("gain", m.gain)] if _is_ws(m) else [])
+    for pname, p in params:
+        if p is None:
+            continue
+        if not (p.requires_grad and _no_hooks(p)):
+            return f"{name}.{pname} does not require grad, is not a leaf, or has gradient hooks"
+        if p.dtype != x.dtype or p.device != x.device:
+            return f"{name}.{pname} is {p.dtype} on {p.device}, the input {x.dtype} on {x.device}"
+    if deferred and m._deferred is None:
+        return f"{name} is not inside online_steps(defer_weight_grads=True)"
+    if _is_ws(m) and (m._hoisted is None or not m._hoisted[0]):
+        return f"{name}'s standardized weight is not hoisted (nn.ws.hoisted)"
+    return None
+
+
+def layer_kinds(layers):
+    """Per layer of a checked chain its kind ("linear", "lif", "rlif", "dropout" or "shape": Flatten /
+    Identity), and the index of the first layer with weights: below it nothing needs a gradient (the
+    input does not require one)."""
+    kinds = [_kind(m) for m in layers]
+    return kinds, next(i for i, k in enumerate(kinds) if k in ("linear", "rlif"))
 
 
 def _backend_name(x):
@@ -151,27 +200,35 @@ class Chain:
         handed = {}  # consumer synapse -> the trace its LIF computed this step
         for i, (m, kind) in enumerate(zip(self.layers, self.kinds)):
             if kind == "linear":
-                if not self.checked:
-                    m._check_input(x, 1)
-                trace = handed.pop(m, None)
-                if trace is not None:  # as nn._handoff's claim: adopt the LIF's trace of x
-                    a = trace.view(x.shape)
-                    set_state(m, "a_hat", a)
-                    set_state(m, "_a_scale", 1.0)
-                    c = 1.0
-                else:
-                    a, c = m._grad_source(x, True, inplace=True)
-                saved.append((a, c))
-                x = F.linear(x, m.weight, m.bias)
+                x, s = self._linear(m, x, handed.pop(m, None))
             elif kind == "lif":
-                x, h = self._lif(m, x, self.links[i], handed, needs_grad=i > self.grad_from)
-                saved.append(h)
+                x, s = self._lif(m, x, self.links[i], handed, needs_grad=i > self.grad_from)
+            elif kind == "rlif":
+                x, s = self._recurrent(m, x)
+            elif kind == "dropout":
+                s = _mask(m, x)
+                x = m.step(x)
             else:
-                saved.append(x.shape)
+                s = x.shape
                 x = m(x)
+            saved.append(s)
         self.checked = True
         self.saved = saved
         return x
+
+    def _linear(self, m, x, trace):
+        """The synapse's output and what its backward needs: (weight, trace or input, its scale)."""
+        if not self.checked:
+            m._check_input(x, 1)
+        if trace is not None:  # as nn._handoff's claim: adopt the LIF's trace of x
+            a = trace.view(x.shape)
+            set_state(m, "a_hat", a)
+            set_state(m, "_a_scale", 1.0)
+            c = 1.0
+        else:
+            a, c = m._grad_source(x, True, inplace=True)
+        w, b = m._weights()  # a WSLinear's hoisted standardized weight
+        return F.linear(x, w, b), (w, a, c)
 
     def _lif(self, m, x, link, handed, needs_grad):
         if not self.checked:
@@ -189,19 +246,57 @@ class Chain:
             handed[link.consumer] = trace_next
         return spike, (h, args)
 
+    def _recurrent(self, m, x):
+        """RecurrentLIF.step written out: I = F x (+ W s_prev), s = dropout(LIF(I)); s_prev <- s."""
+        current, fwd_in = self._linear(m.input, x, None)
+        fwd_rec = None
+        if m.s_prev is not None:  # from the second step (see RecurrentLIF._cell)
+            rec, fwd_rec = self._linear(m.recurrent, m.s_prev, None)
+            current = current + rec
+        spike, lif = self._lif(m.neuron, current, None, None, needs_grad=True)
+        mask = _mask(m.dropout, spike)
+        s = m.dropout.step(spike)
+        set_state(m, "s_prev", s)  # no graph here: detached already
+        return s, (fwd_in, fwd_rec, lif, mask)
+
     @torch.no_grad()
     def backward(self, g):
         saved, self.saved = self.saved, None
         for i in range(len(self.layers) - 1, self.grad_from - 1, -1):
             m, kind, s = self.layers[i], self.kinds[i], saved[i]
+            below = i > self.grad_from  # a layer below needs this one's input gradient
             if kind == "linear":
-                a, c = s
-                m._deferred.add(m.weight, m.bias, g, a, c)
-                if i > self.grad_from:
-                    g = g.matmul(m.weight)
+                g = _linear_backward(m, s, g, below)
             elif kind == "lif":
-                h, args = s
-                tau, v_th, _v_reset, decay_input, _td, surrogate, alpha = args
-                g = ops._Compiled.lif_step_bwd(g, h, None, tau, v_th, decay_input, surrogate, alpha)
+                g = _lif_backward(s, g)
+            elif kind == "rlif":
+                fwd_in, fwd_rec, lif, mask = s
+                g = _lif_backward(lif, g if mask is None else g * mask)
+                if fwd_rec is not None:  # s_prev entered detached: W's gradient only, nothing through time
+                    _linear_backward(m.recurrent, fwd_rec, g, False)
+                g = _linear_backward(m.input, fwd_in, g, below)
+            elif kind == "dropout":
+                g = g if s is None else g * s
             else:
                 g = g.view(s) if g.is_contiguous() else g.reshape(s)
+
+
+def _mask(dropout, x):
+    """The multiplier Dropout.step applies to x (drawing the sequence's mask at its first step, as
+    step does), or None where it is the identity."""
+    if not dropout.training or dropout.p == 0.0:
+        return None
+    return dropout._mask_for(x)
+
+
+def _linear_backward(m, saved, g, below):
+    """Defer the step's weight (and bias) gradient g^T (c a); return g W when a layer below needs it."""
+    w, a, c = saved
+    m._deferred.add(w, m.bias, g, a, c)
+    return g.matmul(w) if below else None
+
+
+def _lif_backward(saved, g):
+    h, args = saved
+    tau, v_th, _v_reset, decay_input, _td, surrogate, alpha = args
+    return ops._Compiled.lif_step_bwd(g, h, None, tau, v_th, decay_input, surrogate, alpha)
