@@ -1,0 +1,194 @@
+"""The autograd-free OTTT_A step (ottt_cuda/nn/_chain.py) against the autograd path it replaces,
+side by side in ONE process: the same model, optimizer and input, `nn._chain.enabled` switched
+on and off, the two interleaved round by round (the order alternating each round) so that a
+shared machine's slow seconds fall on both alike; the report gives each path's median ms per
+training step (T time steps and the optimizer step), the ratio of the medians and every round's
+own ratio. Before timing, one train_step per path on two copies of the model must give the same
+loss and gradients, and the chain path must have run (else the comparison is of nothing).
+
+    python benchmarks/chain_ab.py --models r400 mlp784 --batches 1 8 128 --threads 1 2 --rounds 9 \
+        --md benchmarks/results/chain_ab_cpu.md --json benchmarks/results/chain_ab_cpu.json
+
+Models: r400 (the fmnist recipe's R400, feedback dropout on; optimizer SGD 0.9, wd 5e-4, lr 0.1 x
+batch / 128) and mlp784 (784-400-10 with an untraced input layer, as benchmarks/online_batch1.py).
+"""
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run from a checkout
+
+import torch  # noqa: E402
+import torch.nn as tnn  # noqa: E402
+
+from ottt_cuda import nn as onn  # noqa: E402
+from ottt_cuda.bench.machine import command_line, machine  # noqa: E402
+from ottt_cuda.models import r400  # noqa: E402
+from ottt_cuda.nn import _chain  # noqa: E402
+from ottt_cuda.training import train_step  # noqa: E402
+
+T = 5
+MODELS = ("r400", "mlp784")
+
+
+def build(name, seed=0):
+    torch.manual_seed(seed)
+    if name == "r400":
+        return r400(num_classes=10, feedback_dropout=True)
+    return tnn.Sequential(tnn.Flatten(1), onn.Linear(784, 400, trace=False), onn.LIF(tau=2.0), onn.Linear(400, 10))
+
+
+def make_input(batch, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 1, 28, 28, generator=g), torch.randint(0, 10, (batch,), generator=g)
+
+
+def optimizer(model, batch):
+    return torch.optim.SGD(model.parameters(), lr=0.1 * batch / 128, momentum=0.9, weight_decay=5e-4)
+
+
+def _step(model, x, y, opt, chain):
+    previous = _chain.enabled
+    _chain.enabled = chain
+    try:
+        return train_step(model, x, y, opt, T=T)
+    finally:
+        _chain.enabled = previous
+
+
+def check(name, batch):
+    """One step per path on copies of one model: (chain steps run, max |loss diff|, max |grad diff|
+    relative to the largest gradient entry)."""
+    a = build(name)
+    b = copy.deepcopy(a)
+    x, y = make_input(batch)
+    runs = [0]
+    forward = _chain.Chain.forward
+
+    def counted(self, x_t):
+        runs[0] += 1
+        return forward(self, x_t)
+    _chain.Chain.forward = counted
+    try:
+        torch.manual_seed(7)  # the same dropout masks on both paths
+        la, _ = _step(a, x, y, None, True)
+        chain_steps = runs[0]
+        torch.manual_seed(7)
+        lb, _ = _step(b, x, y, None, False)
+    finally:
+        _chain.Chain.forward = forward
+    scale = max(p.grad.abs().max().item() for p in b.parameters())
+    grad_diff = max((p.grad - q.grad).abs().max().item() for p, q in zip(a.parameters(), b.parameters())) / scale
+    return chain_steps, abs(la.item() - lb.item()), grad_diff
+
+
+def time_case(name, batch, rounds, target_s):
+    model = build(name)
+    opt = optimizer(model, batch)
+    x, y = make_input(batch)
+    for chain in (True, False):  # warm-up, and the calls per measurement from the first one
+        _step(model, x, y, opt, chain)
+    t0 = time.perf_counter()
+    _step(model, x, y, opt, True)
+    calls = max(1, int(target_s / max(time.perf_counter() - t0, 1e-6)))
+    ms = {True: [], False: []}
+    for r in range(rounds):
+        for chain in ((True, False) if r % 2 == 0 else (False, True)):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                _step(model, x, y, opt, chain)
+            ms[chain].append((time.perf_counter() - t0) / calls * 1e3)
+    return calls, ms[False], ms[True]
+
+
+def run(args):
+    records = []
+    for name in args.models:
+        for batch in args.batches:
+            chain_steps, loss_diff, grad_diff = check(name, batch)
+            ok = chain_steps == T and loss_diff <= 1e-5 and grad_diff <= 1e-5
+            if not ok:
+                raise SystemExit(f"{name} batch {batch}: the paths disagree or the chain did not run "
+                                 f"(chain steps {chain_steps}/{T}, loss diff {loss_diff}, grad diff {grad_diff})")
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                calls, auto, chain = time_case(name, batch, args.rounds, args.target_s)
+                records.append({
+                    "model": name, "batch": batch, "threads": threads, "calls_per_measurement": calls,
+                    "autograd_ms": auto, "chain_ms": chain, "autograd_ms_median": statistics.median(auto),
+                    "chain_ms_median": statistics.median(chain),
+                    "speedup": statistics.median(auto) / statistics.median(chain),
+                    "round_ratios": [a / c for a, c in zip(auto, chain)],
+                    "check": {"chain_steps": chain_steps, "loss_diff": loss_diff, "grad_diff": grad_diff},
+                })
+                r = records[-1]
+                print(f"{name:7s} B={batch:<4d} thr={threads} autograd {r['autograd_ms_median']:8.3f} ms  "
+                      f"chain {r['chain_ms_median']:8.3f} ms  x{r['speedup']:.2f}", flush=True)
+    return records
+
+
+def markdown(payload):
+    lines = ["# The autograd-free OTTT_A step against the autograd path (CPU)", "",
+             f"Command: `{payload['command']}`  ",
+             f"Machine: {payload['machine']}  ",
+             f"Rounds: {payload['rounds']} (the two paths interleaved in one process, order alternating; median "
+             f"of rounds), ~{payload['target_s']} s per measurement; T = {T}; one call = train_step (mode ottt_a) "
+             "with the optimizer step.  "]
+    if payload.get("note"):
+        lines.append(f"Note: {payload['note']}")
+    lines += ["", "Checked first, per model and batch: one step per path on copies of the model, same loss and "
+              "gradients (max |diff| below; relative to the largest gradient entry), the chain run at every step.",
+              "", "| model | batch | threads | autograd ms / call | chain ms / call | speed-up | per-round ratios | "
+              "loss diff | grad diff |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in payload["records"]:
+        rounds = " ".join(f"{v:.2f}" for v in r["round_ratios"])
+        lines.append(f"| {r['model']} | {r['batch']} | {r['threads']} | {r['autograd_ms_median']:.3f} | "
+                     f"{r['chain_ms_median']:.3f} | {r['speedup']:.2f} | {rounds} | {r['check']['loss_diff']:.1e} | "
+                     f"{r['check']['grad_diff']:.1e} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 8, 128])
+    p.add_argument("--threads", nargs="+", type=int, default=[1])
+    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--target-s", type=float, default=0.4, help="seconds per measurement (sets the calls)")
+    p.add_argument("--note", default="")
+    p.add_argument("--json")
+    p.add_argument("--md")
+    a = p.parse_args(argv)
+    for name in ("batches", "threads"):
+        if any(v < 1 for v in getattr(a, name)):
+            p.error(f"--{name} must be >= 1")
+    if a.rounds < 1:
+        p.error("--rounds must be >= 1")
+    if not a.target_s > 0:
+        p.error("--target-s must be > 0")
+    return a
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    records = run(a)
+    payload = {"command": command_line(), "machine": machine("cpu"), "rounds": a.rounds, "target_s": a.target_s,
+               "T": T, "note": a.note, "records": records}
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(payload, f, indent=1)
+    text = markdown(payload)
+    if a.md:
+        with open(a.md, "w") as f:
+            f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
