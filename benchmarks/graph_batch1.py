@@ -1,8 +1,9 @@
 """The CUDA-graph time step at batch 1 and 8 (issue 11 part 3), on a GPU.
 
-784-400-10 (Flatten, Linear(784, 400, trace=False), LIF, Linear(400, 10); T = 5, 1x28x28 input): samples/s of
-train_step ottt_a eagerly (the autograd-free chain) and with cuda_graph=True, and SpikingJelly's OTTT on the
-same net when it is installed. Correctness first: one training step with the graph and one eager, on copies
+784-400-10 (Flatten, Linear(784, 400, trace=False), LIF, Linear(400, 10)) and R400 (the fmnist recipe's, with
+feedback dropout; issue 11's target model); T = 5, 1x28x28 input: samples/s of train_step ottt_a eagerly (the
+autograd-free chain) and with cuda_graph=True, and SpikingJelly's OTTT on the 784-400-10 net when it is
+installed (its layers cannot express R400's recurrence). Correctness first: one training step with the graph and one eager, on copies
 of the same weights, must give the same loss, summed output and gradients (float32 tolerances), else the
 script stops before timing. Timing: methods interleaved round by round, CUDA synchronized around each
 measurement, median over rounds. Last line: "KEY: graph x eager ..." for the GPU suite's summary.
@@ -25,6 +26,7 @@ import torch.nn as tnn  # noqa: E402
 from ottt_cuda import nn as onn  # noqa: E402
 from ottt_cuda.bench import methods as bm  # noqa: E402
 from ottt_cuda.bench.machine import command_line, machine  # noqa: E402
+from ottt_cuda.models import r400  # noqa: E402
 from ottt_cuda.training import step_loss, train_step  # noqa: E402
 
 T = 5
@@ -34,6 +36,14 @@ ALPHA = 0.05
 def mlp(seed=0):
     torch.manual_seed(seed)
     return tnn.Sequential(tnn.Flatten(1), onn.Linear(784, 400, trace=False), onn.LIF(tau=2.0), onn.Linear(400, 10))
+
+
+def recurrent(seed=0):
+    torch.manual_seed(seed)
+    return r400(num_classes=10, feedback_dropout=True)
+
+
+MODELS = {"mlp784": mlp, "r400": recurrent}
 
 
 def ours(model, graph):
@@ -61,15 +71,18 @@ def spikingjelly(model):
     return step
 
 
-def check(device, batch):
-    """One call with the graph and one eager on copies: loss, output sum and .grad must agree."""
-    a = mlp().to(device)
+def check(device, batch, make=mlp):
+    """One call with the graph and one eager on copies: loss, output sum and .grad must agree (the same
+    dropout masks: both draw them from one seed)."""
+    a = make().to(device)
     b = copy.deepcopy(a)
     x = torch.rand(batch, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     diffs = {}
     for calls in range(2):  # the second call replays the graph captured by the first
+        torch.manual_seed(100 + calls)
         la, oa = train_step(a, x, y, None, T=T, sequence=False, cuda_graph=True)
+        torch.manual_seed(100 + calls)
         lb, ob = train_step(b, x, y, None, T=T, sequence=False)
         diffs[f"call {calls} loss"] = abs(float(la) - float(lb)) / max(abs(float(lb)), 1e-12)
         diffs[f"call {calls} output"] = float((oa - ob).abs().max() / ob.abs().max().clamp_min(1e-12))
@@ -78,8 +91,43 @@ def check(device, batch):
     return diffs, all(v <= 1e-4 for v in diffs.values())
 
 
+def time_methods(name, make, batch, device, sync, a):
+    """Rows of samples/s per method for one model and batch: interleaved rounds, median."""
+    x = torch.rand(batch, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    methods = {"ottt_a eager": ours(make().to(device), False), "ottt_a cuda_graph": ours(make().to(device), True)}
+    if name == "mlp784":
+        try:
+            methods["sj_ottt"] = spikingjelly(mlp().to(device))
+        except ImportError:
+            pass
+    times = {m: [] for m in methods}
+    for m, step in methods.items():  # warm-up (the graph is captured here)
+        for _ in range(3):
+            step(x, y)
+    sync()
+    for _ in range(a.rounds):
+        for m, step in methods.items():
+            n, t0 = 0, time.perf_counter()
+            while True:
+                step(x, y)
+                n += 1
+                if n % 10 == 0:
+                    sync()
+                    if time.perf_counter() - t0 >= a.target_s:
+                        break
+            times[m].append((time.perf_counter() - t0) / n)
+    rows = []
+    for m, ts in times.items():
+        s = statistics.median(ts)
+        rows.append({"model": name, "batch": batch, "method": m, "s_per_call": s, "samples_per_s": batch / s,
+                     "ms_per_time_step": s / T * 1e3, "rounds": ts})
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["mlp784", "r400"])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--target-s", type=float, default=0.3, help="seconds per measurement")
@@ -92,48 +140,24 @@ def main(argv=None):
         p.error("needs a CUDA device (cuda_graph=True captures a CUDA graph)")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     rows, checks = [], []
-    for batch in a.batches:
-        diffs, ok = check(device, batch)
-        checks.append({"batch": batch, "max_rel_diffs": diffs, "passed": ok})
-        if not ok:
-            print(f"graph and eager disagree at batch {batch}: {diffs}")
-            return 1
-        x = torch.rand(batch, 1, 28, 28, device=device)
-        y = torch.randint(0, 10, (batch,), device=device)
-        methods = {"ottt_a eager": ours(mlp().to(device), False), "ottt_a cuda_graph": ours(mlp().to(device), True)}
-        try:
-            methods["sj_ottt"] = spikingjelly(mlp().to(device))
-        except ImportError:
-            pass
-        times = {m: [] for m in methods}
-        for m, step in methods.items():  # warm-up (the graph is captured here)
-            for _ in range(3):
-                step(x, y)
-        sync()
-        for _ in range(a.rounds):
-            for m, step in methods.items():
-                n, t0 = 0, time.perf_counter()
-                while True:
-                    step(x, y)
-                    n += 1
-                    if n % 10 == 0:
-                        sync()
-                        if time.perf_counter() - t0 >= a.target_s:
-                            break
-                times[m].append((time.perf_counter() - t0) / n)
-        for m, ts in times.items():
-            s = statistics.median(ts)
-            rows.append({"batch": batch, "method": m, "s_per_call": s, "samples_per_s": batch / s,
-                         "ms_per_time_step": s / T * 1e3, "rounds": ts})
-    eager = {r["batch"]: r["s_per_call"] for r in rows if r["method"] == "ottt_a eager"}
+    for name in a.models:
+        make = MODELS[name]
+        for batch in a.batches:
+            diffs, ok = check(device, batch, make)
+            checks.append({"model": name, "batch": batch, "max_rel_diffs": diffs, "passed": ok})
+            if not ok:
+                print(f"graph and eager disagree for {name} at batch {batch}: {diffs}")
+                return 1
+            rows += time_methods(name, make, batch, device, sync, a)
+    eager = {(r["model"], r["batch"]): r["s_per_call"] for r in rows if r["method"] == "ottt_a eager"}
     for r in rows:
-        r["x_eager"] = eager[r["batch"]] / r["s_per_call"]
+        r["x_eager"] = eager[r["model"], r["batch"]] / r["s_per_call"]
     result = {"command": command_line(), "machine": machine(device.type), "T": T, "checks": checks, "rows": rows}
-    lines = ["# CUDA-graph time step, 784-400-10, T = 5", "", f"Command: `{result['command']}`  ",
+    lines = ["# CUDA-graph time step, T = 5", "", f"Command: `{result['command']}`  ",
              f"Machine: {result['machine']}  ", f"Rounds: {a.rounds} interleaved, median; ~{a.target_s} s each.", "",
-             "| batch | method | samples/s | ms / time step | x eager |", "|---|---|---|---|---|"]
-    lines += [f"| {r['batch']} | {r['method']} | {r['samples_per_s']:.0f} | {r['ms_per_time_step']:.3f} | "
-              f"{r['x_eager']:.2f} |" for r in rows]
+             "| model | batch | method | samples/s | ms / time step | x eager |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['batch']} | {r['method']} | {r['samples_per_s']:.0f} | "
+              f"{r['ms_per_time_step']:.3f} | {r['x_eager']:.2f} |" for r in rows]
     text = "\n".join(lines) + "\n"
     print(text)
     if a.json:
@@ -142,7 +166,7 @@ def main(argv=None):
     if a.md:
         with open(a.md, "w") as f:
             f.write(text)
-    print("KEY: graph x eager " + ", ".join(f"b{r['batch']} {r['x_eager']:.2f}" for r in rows
+    print("KEY: graph x eager " + ", ".join(f"{r['model']} b{r['batch']} {r['x_eager']:.2f}" for r in rows
                                            if r["method"] == "ottt_a cuda_graph"))
     return 0
 

@@ -69,7 +69,7 @@ def check(model, x, deferred):
     """(layers, None) when `model`'s steps on inputs like x may run as a chain, else (None, why), `why`
     naming the module or setting in the way. deferred: train_step's OTTT_A loop (the synapses hold a
     _deferred.DeferredWeightGrad, online_steps(defer_weight_grads=True), and the sWS weights are
-    hoisted); False: the CUDA-graph step (nn._graph), which takes Linear, LIF, Flatten and Identity only."""
+    hoisted); False: the CUDA-graph step (nn._graph), which keeps its own buffers."""
     layers = _layers_of(model)
     if layers is None:
         return None, (f"the model is a {type(model).__name__}, not a torch.nn.Sequential (nor a model that "
@@ -90,8 +90,8 @@ def check(model, x, deferred):
     for i, m in enumerate(layers):
         name = f"module {i} ({type(m).__name__})"
         kind = _kind(m)
-        if kind is None or not deferred and (kind not in _GRAPH_KINDS or _is_ws(m)):
-            return None, f"{name} is not one of {_TAKEN if deferred else _GRAPH_TAKEN} (subclasses are not taken either)"
+        if kind is None:
+            return None, f"{name} is not one of {_TAKEN} (subclasses are not taken either)"
         for j, sub in enumerate(m.modules()):
             if not _no_module_hooks(sub):
                 return None, f"{name}{'' if j == 0 else ' (a submodule)'} has forward or backward hooks"
@@ -112,8 +112,6 @@ def check(model, x, deferred):
 
 
 _TAKEN = ("ottt_cuda.nn.Linear / WSLinear / LIF / RecurrentLIF / Dropout, nn.Flatten, nn.Identity")
-_GRAPH_TAKEN = "ottt_cuda.nn.Linear / LIF, nn.Flatten, nn.Identity"
-_GRAPH_KINDS = ("linear", "lif", "shape")  # a "linear" without sWS
 
 
 def _layers_of(model):
@@ -157,7 +155,7 @@ def _synapse_problem(name, m, x, deferred):
             return f"{name}.{pname} is {p.dtype} on {p.device}, the input {x.dtype} on {x.device}"
     if deferred and m._deferred is None:
         return f"{name} is not inside online_steps(defer_weight_grads=True)"
-    if _is_ws(m) and (m._hoisted is None or not m._hoisted[0]):
+    if deferred and _is_ws(m) and (m._hoisted is None or not m._hoisted[0]):
         return f"{name}'s standardized weight is not hoisted (nn.ws.hoisted)"
     return None
 

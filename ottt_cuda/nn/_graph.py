@@ -1,18 +1,24 @@
 """A CUDA-graph time step (issue 11 part 3): train_step(..., cuda_graph=True).
 
-Every OTTT time step of a plain chain (nn._chain: an nn.Sequential of Linear, LIF,
-Flatten, Identity) runs the same kernels on tensors of the same shapes, and its state
-can live in fixed buffers, so one step (forward, the loss gradient, backward, the
-weight-gradient accumulation) is captured once as a CUDA graph and replayed T times
-per sample, one launch instead of ~30. BPTT cannot do this per step: its backward
-needs all T steps.
+Every OTTT time step of a chain (nn._chain: an nn.Sequential of Linear / WSLinear,
+LIF, RecurrentLIF, Dropout, Flatten, Identity, or models.R400) runs the same kernels on
+tensors of the same shapes, and its state can live in fixed buffers, so one step
+(forward, the loss gradient, backward, the weight-gradient accumulation) is captured
+once as a CUDA graph and replayed T times per sample, one launch instead of ~30. BPTT
+cannot do this per step: its backward needs all T steps.
 
 StaticStep is that step written on fixed buffers: the input is copied into `x`, the
 membranes and traces are updated in place, the weight and bias gradients are added
 in place to `.grad` (per step: a graph cannot hold a growing list of pending rows as
 nn._deferred does), the output is added to `out_sum` and the step's loss to
 `loss_sum`. Nothing it reads or writes changes address between calls, which is what
-a replay needs. The same code runs eagerly (capture=False) on any device; the CPU
+a replay needs. What happens once per call stays outside the graph, eagerly: a
+WSLinear's standardized weight is refreshed into its fixed buffer before the replays
+and its gathered gradient sent through the standardization after them (as nn.ws's
+hoisting does); a Dropout draws the sequence's mask into its buffer, from the same
+generator calls as the eager path; a RecurrentLIF's previous spikes start at zero
+(W 0 = 0 and a zero trace: the same numbers as the eager path's first step, which
+skips the recurrent synapse). The same code runs eagerly (capture=False) on any device; the CPU
 tests compare it with the autograd path in float64, so on a GPU only the capture
 itself is new.
 
@@ -28,26 +34,234 @@ import torch.nn.functional as F
 from .. import _loss, ops
 from . import _chain
 from ._state import set_state
+from .ws import standardize_backward
 
 _CACHE_ATTR = "_ottt_cuda_graph_step"
 
 
+class _Synapse:
+    """A Linear / WSLinear on fixed buffers: its trace (OTTT), its weight (a WSLinear's W_hat in a
+    buffer refreshed each call, with its gradient gathered in another), its gradient targets."""
+
+    def __init__(self, m):
+        self.m = m
+        self.ws = _chain._is_ws(m)
+        self.decay = m._checked_decay() if m.mode == "ottt" and m.trace else None
+        self.trace = self.w_hat = self.w_hat_grad = self.stats = None
+        self.touched = False  # its trace was updated this call (a recurrent synapse's is not at T = 1)
+
+    def settings(self):
+        return self.decay, self.ws and (self.m.eps, self.m.gain is not None)
+
+    def params(self):
+        m = self.m
+        return [p for p in (m.weight, m.bias, m.gain if self.ws else None) if p is not None]
+
+    def weight(self):
+        return self.w_hat if self.ws else self.m.weight
+
+    def refresh(self):
+        """Once per call, before the steps: W_hat into its buffer, its gradient buffer zeroed."""
+        if not self.ws:
+            return
+        w_hat, mean, scale = self.m.standardized_without_graph()
+        if self.w_hat is None:
+            self.w_hat, self.w_hat_grad = w_hat, torch.zeros_like(w_hat)
+        else:
+            self.w_hat.copy_(w_hat)
+            self.w_hat_grad.zero_()
+        self.stats = (mean, scale)
+
+    def settle(self):
+        """Once per call, after the steps: W_hat's gradient through the standardization into .grad."""
+        if self.ws:
+            m = self.m
+            grad_w, grad_gain = standardize_backward(m.weight, m.gain, *self.stats, self.w_hat_grad)
+            m.weight.grad.add_(grad_w)
+            if m.gain is not None:
+                m.gain.grad.add_(grad_gain)
+
+    def reset(self):
+        if self.trace is not None:
+            self.trace.zero_()
+        self.touched = False
+
+    def source(self, h):
+        """What this step's weight gradient multiplies: the trace, updated in place (OTTT), or h."""
+        self.touched = True
+        if self.decay is None:
+            return h
+        if self.trace is None:
+            self.trace = torch.zeros_like(h)
+        ops._Compiled.trace_update_(self.trace, h, self.decay)
+        return self.trace
+
+    def forward(self, h):
+        return F.linear(h, self.weight(), self.m.bias)
+
+    def backward(self, g, a, below):
+        """grad_W += g^T a, grad_b += sum_rows g, in place; g W when a layer below needs it."""
+        m = self.m
+        g2 = g.reshape(-1, g.shape[-1])
+        (self.w_hat_grad if self.ws else m.weight.grad).addmm_(g2.t(), a.reshape(-1, a.shape[-1]))
+        if m.bias is not None:
+            m.bias.grad.add_(g2.sum(0, dtype=torch.float32 if g2.dtype != torch.float64 else g2.dtype)
+                             .to(m.bias.dtype))
+        return g.matmul(self.weight()) if below else None
+
+    def write_back(self):
+        if self.trace is not None and self.touched:
+            set_state(self.m, "a_hat", self.trace.clone())
+            set_state(self.m, "_a_scale", 1.0)
+
+
+class _Neuron:
+    """An LIF with its membrane in a fixed buffer (settings read once, as the eager path does at a
+    sequence's first step)."""
+
+    def __init__(self, m):
+        self.m, self.args, self.rest, self.v = m, m._step_args(), m.v_reset or 0.0, None
+
+    def settings(self):
+        return self.args
+
+    def reset(self):
+        if self.v is not None:
+            self.v.fill_(self.rest)
+
+    def forward(self, h, needs_grad):
+        if self.v is None:
+            self.v = torch.full_like(h, self.rest)
+        spike, v_next, hh, _ = ops._Compiled.lif_step_fwd(h, self.v, None, None, *self.args, needs_grad)
+        self.v.copy_(v_next)
+        return spike, hh
+
+    def backward(self, g, hh):
+        tau, v_th, _v_reset, decay_input, _td, surrogate, alpha = self.args
+        return ops._Compiled.lif_step_bwd(g, hh, None, tau, v_th, decay_input, surrogate, alpha)
+
+    def write_back(self):
+        set_state(self.m, "v", self.v.clone())
+
+
+class _Mask:
+    """A Dropout's sequence mask in a fixed buffer, drawn at each call's start (from the first
+    call on: its shape comes from the first step) by Dropout.draw_mask, as the eager path draws it."""
+
+    def __init__(self, m):
+        self.m, self.active = m, m.training and m.p > 0.0
+        self.mask = self.cast = None  # float32 as the eager Dropout keeps it; in the activations' dtype
+
+    def settings(self):
+        return self.active and self.m.p
+
+    def reset(self):
+        if self.active and self.mask is not None:
+            self.mask.copy_(self.m.draw_mask(self.mask.shape, self.mask.device))
+            self.cast.copy_(self.mask)
+
+    def forward(self, h):
+        if not self.active:
+            return h
+        if self.mask is None:  # the first run: drawn where the eager path draws it
+            self.mask = self.m.draw_mask(h.shape, h.device)
+            self.cast = self.mask.to(h.dtype)
+        return h * self.cast
+
+    def backward(self, g):
+        return g * self.cast if self.active else g
+
+    def write_back(self):
+        if self.active:
+            self.m.mask = self.mask.clone()
+
+
+class _Recurrent:
+    """RecurrentLIF: I = F x + W s_prev + b, s = mask * LIF(I), s_prev <- s; s_prev starts at zero."""
+
+    def __init__(self, m):
+        self.m = m
+        self.input, self.recurrent = _Synapse(m.input), _Synapse(m.recurrent)
+        self.neuron, self.mask = _Neuron(m.neuron), _Mask(m.dropout)
+        self.s_prev = None
+
+    def parts(self):
+        return self.input, self.recurrent, self.neuron, self.mask
+
+    def reset(self):
+        for p in self.parts():
+            p.reset()
+        if self.s_prev is not None:
+            self.s_prev.zero_()
+
+    def forward(self, h):
+        a_in = self.input.source(h)
+        current = self.input.forward(h)
+        if self.s_prev is None:
+            self.s_prev = torch.zeros_like(current)
+        # SLTT's source is s_prev itself, which this step overwrites before its backward: a copy.
+        a_rec = self.recurrent.source(self.s_prev if self.recurrent.decay is not None else self.s_prev.clone())
+        current = current + self.recurrent.forward(self.s_prev)
+        spike, hh = self.neuron.forward(current, True)
+        s = self.mask.forward(spike)
+        self.s_prev.copy_(s)
+        return s, (a_in, a_rec, hh)
+
+    def backward(self, g, saved, below):
+        a_in, a_rec, hh = saved
+        g = self.neuron.backward(self.mask.backward(g), hh)
+        self.recurrent.backward(g, a_rec, False)  # s_prev entered detached: nothing through time
+        return self.input.backward(g, a_in, below)
+
+    def write_back(self, T):
+        self.input.write_back()
+        if T > 1:  # the eager path first runs the recurrent synapse at the second step
+            self.recurrent.write_back()
+        self.neuron.write_back()
+        self.mask.write_back()
+        set_state(self.m, "s_prev", self.s_prev.clone())
+
+
+def _slot(m, kind):
+    if kind == "linear":
+        return _Synapse(m)
+    if kind == "lif":
+        return _Neuron(m)
+    if kind == "rlif":
+        return _Recurrent(m)
+    if kind == "dropout":
+        return _Mask(m)
+    return None  # shape only
+
+
+def _synapses(slots):
+    for s in slots:
+        if isinstance(s, _Synapse):
+            yield s
+        elif isinstance(s, _Recurrent):
+            yield s.input
+            yield s.recurrent
+
+
+def _slot_settings(slot):
+    if slot is None:
+        return None
+    if isinstance(slot, _Recurrent):
+        return tuple(p.settings() for p in slot.parts())
+    return slot.settings()
+
+
 class StaticStep:
     """One time step of `layers` (checked by _chain.check) on fixed buffers. reset() starts a
-    sequence; run() reads self.x and self.onehot / self.y_index, updates the states, the
-    parameters' .grad, out_sum and loss_sum."""
+    sequence (and does the once-per-call work before the steps), settle() ends it; run() reads
+    self.x and self.onehot / self.y_index, updates the states, the gradients, out_sum and loss_sum."""
 
     def __init__(self, layers, x_example, T, loss_alpha):
         self.layers = layers
         self.kinds, self.grad_from = _chain.layer_kinds(layers)
+        self.slots = [_slot(m, k) for m, k in zip(layers, self.kinds)]
         self.T, self.alpha = T, float(loss_alpha)
         self.x = torch.empty_like(x_example, memory_format=torch.contiguous_format)
-        # Settings read once (as the eager path does at a sequence's first step).
-        self.lif_args, self.decay = _settings(layers, self.kinds)
-        self.lif_rest = [(m.v_reset or 0.0) if k == "lif" else None for m, k in zip(layers, self.kinds)]
-        # Buffers made at the first run (their shapes come from the layers): membranes, traces.
-        self.v = [None] * len(layers)
-        self.trace = [None] * len(layers)
         self.out_sum = self.loss_sum = self.onehot = self.y_index = self.y_max = None
 
     def set_targets(self, y, y_max):
@@ -67,55 +281,60 @@ class StaticStep:
                              f"(classes 0..{classes - 1})")
 
     def reset(self):
-        for i, rest in enumerate(self.lif_rest):
-            if self.v[i] is not None:
-                self.v[i].fill_(rest)
-        for t in self.trace:
-            if t is not None:
-                t.zero_()
+        """A new sequence: states to rest, masks drawn, W_hat refreshed (in layer order, eagerly)."""
+        for slot in self.slots:
+            if slot is not None:
+                slot.reset()
+        for syn in _synapses(self.slots):
+            syn.refresh()
         if self.out_sum is not None:
             self.out_sum.zero_()
             self.loss_sum.zero_()
 
+    def settle(self):
+        """After the steps: the WSLinear weights' gradients through the standardization."""
+        for syn in _synapses(self.slots):
+            syn.settle()
+
+    def write_back(self):
+        """The layers' states, as the eager path leaves them after T steps."""
+        for slot in self.slots:
+            if isinstance(slot, _Recurrent):
+                slot.write_back(self.T)
+            elif slot is not None:
+                slot.write_back()
+
     @torch.no_grad()  # everything here is written out: no autograd graph (nor its saved tensors in a capture)
     def run(self):
         h, saved = self.x, []
-        for i, (m, kind) in enumerate(zip(self.layers, self.kinds)):
+        for i, (m, kind, slot) in enumerate(zip(self.layers, self.kinds, self.slots)):
             if kind == "linear":
-                if self.decay[i] is not None:  # OTTT: a = decay * a + x, in place (a starts at 0: a = x)
-                    if self.trace[i] is None:
-                        self.trace[i] = torch.zeros_like(h)
-                    ops._Compiled.trace_update_(self.trace[i], h, self.decay[i])
-                    a = self.trace[i]
-                else:  # SLTT, or the untraced input layer: the input itself
-                    a = h
-                saved.append(a)
-                h = F.linear(h, m.weight, m.bias)
+                saved.append(slot.source(h))
+                h = slot.forward(h)
             elif kind == "lif":
-                if self.v[i] is None:
-                    self.v[i] = torch.full_like(h, self.lif_rest[i])
-                spike, v_next, hh, _ = ops._Compiled.lif_step_fwd(h, self.v[i], None, None, *self.lif_args[i],
-                                                                  i > self.grad_from)
-                self.v[i].copy_(v_next)
+                h, hh = slot.forward(h, i > self.grad_from)
                 saved.append(hh)
-                h = spike
+            elif kind == "rlif":
+                h, s = slot.forward(h)
+                saved.append(s)
+            elif kind == "dropout":
+                saved.append(None)
+                h = slot.forward(h)
             else:
                 saved.append(h.shape)
                 h = m(h)
         g = self._loss(h)
         for i in range(len(self.layers) - 1, self.grad_from - 1, -1):
-            m, kind, s = self.layers[i], self.kinds[i], saved[i]
+            kind, slot, s = self.kinds[i], self.slots[i], saved[i]
+            below = i > self.grad_from
             if kind == "linear":
-                g2 = g.reshape(-1, g.shape[-1])
-                m.weight.grad.addmm_(g2.t(), s.reshape(-1, s.shape[-1]))
-                if m.bias is not None:
-                    m.bias.grad.add_(g2.sum(0, dtype=torch.float32 if g2.dtype != torch.float64 else g2.dtype)
-                                     .to(m.bias.dtype))
-                if i > self.grad_from:
-                    g = g.matmul(m.weight)
+                g = slot.backward(g, s, below)
             elif kind == "lif":
-                tau, v_th, _v_reset, decay_input, _td, surrogate, alpha = self.lif_args[i]
-                g = ops._Compiled.lif_step_bwd(g, s, None, tau, v_th, decay_input, surrogate, alpha)
+                g = slot.backward(g, s)
+            elif kind == "rlif":
+                g = slot.backward(g, s, below)
+            elif kind == "dropout":
+                g = slot.backward(g)
             else:
                 g = g.reshape(s)
 
@@ -137,22 +356,13 @@ class StaticStep:
         return _loss.loss_grad(u, self.onehot, self.T, self.alpha)
 
 
-def _settings(layers, kinds):
-    """Per layer: the LIF's step arguments, and the decay of an OTTT-traced Linear's trace (None
-    elsewhere: SLTT and the untraced input layer use the input itself)."""
-    lif_args = [m._step_args() if k == "lif" else None for m, k in zip(layers, kinds)]
-    decay = [m._checked_decay() if k == "linear" and m.mode == "ottt" and m.trace else None
-             for m, k in zip(layers, kinds)]
-    return lif_args, decay
-
-
 def _key(layers, kinds, x0, T, loss_alpha, y):
-    """What a captured step depends on: shapes, the layers and their settings, the addresses of the
-    parameters and their .grad (a replay reads and writes exactly those)."""
-    lif_args, decay = _settings(layers, kinds)
-    ptrs = [(p.data_ptr(), p.grad.data_ptr()) for p in _params(layers, kinds)]
+    """What a captured step depends on: shapes, the layers and the settings their slots read once,
+    the addresses of the parameters and their .grad (a replay reads and writes exactly those)."""
+    slots = [_slot(m, k) for m, k in zip(layers, kinds)]
+    ptrs = [(p.data_ptr(), p.grad.data_ptr()) for p in _params(slots)]
     return (tuple(x0.shape), x0.dtype, x0.device, T, float(loss_alpha), tuple(y.shape), tuple(id(m) for m in layers),
-            tuple(lif_args), tuple(decay), tuple(ptrs))
+            tuple(_slot_settings(s) for s in slots), tuple(ptrs))
 
 
 def check_request(model, x, mode, amp, scaler, chunk, k):
@@ -175,8 +385,8 @@ def layers_for(model, x):
     return layers
 
 
-def _params(layers, kinds):
-    return [p for m, k in zip(layers, kinds) if k == "linear" for p in (m.weight, m.bias) if p is not None]
+def _params(slots):
+    return [p for syn in _synapses(slots) for p in syn.params()]
 
 
 def train(model, x_at, y, T, loss_alpha, y_max, optimizer, capture):
@@ -193,7 +403,7 @@ def run(model, layers, x_at, y, T, loss_alpha, y_max, capture):
     step loop does. capture=True: through a CUDA graph kept on `model` (captured on first use)."""
     x0 = x_at(0)
     kinds, _ = _chain.layer_kinds(layers)
-    for p in _params(layers, kinds):
+    for p in _params([_slot(m, k) for m, k in zip(layers, kinds)]):
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     key = _key(layers, kinds, x0, T, loss_alpha, y)
@@ -213,20 +423,18 @@ def run(model, layers, x_at, y, T, loss_alpha, y_max, capture):
             step.graph.replay()
         else:
             step.run()
-    for i, (m, kind) in enumerate(zip(step.layers, step.kinds)):  # the layers' states, as the eager path leaves them
-        if kind == "lif":
-            set_state(m, "v", step.v[i].clone())
-        elif step.trace[i] is not None:
-            set_state(m, "a_hat", step.trace[i].clone())
-            set_state(m, "_a_scale", 1.0)
+    step.settle()
+    step.write_back()
     return step.loss_sum.clone(), step.out_sum.clone()
 
 
 def _capture(step, x0):
     """Warm up on a side stream (buffers made, lazy initialisations, cuBLAS workspaces), then
-    capture one step. The warm-up's effect on .grad is undone; the caller resets the states."""
-    params = _params(step.layers, step.kinds)
+    capture one step. The warm-up's effect on .grad and on the random generators (dropout masks)
+    is undone; the caller resets the states."""
+    params = _params(step.slots)
     saved = [p.grad.clone() for p in params]
+    rng = torch.get_rng_state(), torch.cuda.get_rng_state()
     step.x.copy_(x0)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -240,4 +448,6 @@ def _capture(step, x0):
         step.run()
     for p, g in zip(params, saved):
         p.grad.copy_(g)
+    torch.set_rng_state(rng[0])
+    torch.cuda.set_rng_state(rng[1])
     step.graph = graph

@@ -43,9 +43,14 @@ class Dropout(Stateful):
             if self.mask is not None:
                 raise ValueError(f"Dropout mask has shape {tuple(self.mask.shape)} but the input step is "
                                  f"{tuple(x.shape)}; call ottt_cuda.reset(model) between sequences")
-            keep = 1.0 - self.p
-            self.mask = torch.bernoulli(torch.full(x.shape, keep, dtype=torch.float32, device=x.device)) / keep
+            self.mask = self.draw_mask(x.shape, x.device)
         return self.mask.to(x.dtype)
+
+    def draw_mask(self, shape, device):
+        """A new mask (float32, kept entries 1 / (1 - p)) from torch's global generator: what the
+        first step of a sequence draws (the CUDA-graph step draws its own the same way)."""
+        keep = 1.0 - self.p
+        return torch.bernoulli(torch.full(shape, keep, dtype=torch.float32, device=device)) / keep
 
     def step(self, x):
         if not self.training or self.p == 0.0:

@@ -100,10 +100,16 @@ class _WS:
         # statistics kept here (two [out] vectors).
         needs_grad = torch.is_grad_enabled() and (
             self.weight.requires_grad or (self.gain is not None and self.gain.requires_grad))
+        leaf, mean, scale = self.standardized_without_graph()
+        self._hoisted = (needs_grad, leaf.requires_grad_(needs_grad), mean, scale)
+
+    def standardized_without_graph(self):
+        """(W_hat, mean_row, scale_row) computed under no_grad: what hoist() keeps, and what the
+        CUDA-graph step (nn._graph) refreshes its fixed W_hat from; standardize_backward takes the
+        row statistics."""
         with torch.no_grad():
             centered, mean, scale = _row_stats(self.weight, self.eps)
-            leaf = centered.mul_(1.0 / scale if self.gain is None else self.gain / scale)
-        self._hoisted = (needs_grad, leaf.requires_grad_(needs_grad), mean, scale)
+            return centered.mul_(1.0 / scale if self.gain is None else self.gain / scale), mean, scale
 
     def unhoist(self, backward=True):
         needs_grad, leaf, mean, scale = self._hoisted
