@@ -9,8 +9,9 @@ loss and gradients, and the chain path must have run (else the comparison is of 
     python benchmarks/chain_ab.py --models r400 mlp784 --batches 1 8 128 --threads 1 2 --rounds 9 \
         --md benchmarks/results/chain_ab_cpu.md --json benchmarks/results/chain_ab_cpu.json
 
-Models: r400 (the fmnist recipe's R400, feedback dropout on; optimizer SGD 0.9, wd 5e-4, lr 0.1 x
-batch / 128) and mlp784 (784-400-10 with an untraced input layer, as benchmarks/online_batch1.py).
+Models: r400 (the fmnist recipe's R400, feedback dropout on), mlp784 (784-400-10 with an untraced input
+layer, as benchmarks/online_batch1.py), T = 5, 1x28x28 input; vgg11_ws (the paper's VGG-11), T = 6, 3x32x32.
+Optimizer SGD 0.9, wd 5e-4, lr 0.1 x batch / 128.
 """
 import argparse
 import copy
@@ -28,31 +29,33 @@ import torch.nn as tnn  # noqa: E402
 
 from ottt_cuda import nn as onn  # noqa: E402
 from ottt_cuda.bench.machine import command_line, machine  # noqa: E402
-from ottt_cuda.models import r400  # noqa: E402
+from ottt_cuda.models import r400, vgg11_ws  # noqa: E402
 from ottt_cuda.nn import _chain  # noqa: E402
 from ottt_cuda.training import train_step  # noqa: E402
 
-T = 5
-MODELS = ("r400", "mlp784")
+MODELS = {"r400": ((1, 28, 28), 5), "mlp784": ((1, 28, 28), 5), "vgg11_ws": ((3, 32, 32), 6)}  # input, T
 
 
 def build(name, seed=0):
     torch.manual_seed(seed)
     if name == "r400":
         return r400(num_classes=10, feedback_dropout=True)
+    if name == "vgg11_ws":
+        return vgg11_ws(num_classes=10)
     return tnn.Sequential(tnn.Flatten(1), onn.Linear(784, 400, trace=False), onn.LIF(tau=2.0), onn.Linear(400, 10))
 
 
-def make_input(batch, seed=0):
+def make_input(name, batch, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 1, 28, 28, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    shape, T = MODELS[name]
+    return torch.randn(batch, *shape, generator=g), torch.randint(0, 10, (batch,), generator=g), T
 
 
 def optimizer(model, batch):
     return torch.optim.SGD(model.parameters(), lr=0.1 * batch / 128, momentum=0.9, weight_decay=5e-4)
 
 
-def _step(model, x, y, opt, chain):
+def _step(model, x, y, opt, chain, T):
     previous = _chain.enabled
     _chain.enabled = chain
     try:
@@ -66,7 +69,7 @@ def check(name, batch):
     relative to the largest gradient entry)."""
     a = build(name)
     b = copy.deepcopy(a)
-    x, y = make_input(batch)
+    x, y, T = make_input(name, batch)
     runs = [0]
     forward = _chain.Chain.forward
 
@@ -76,32 +79,32 @@ def check(name, batch):
     _chain.Chain.forward = counted
     try:
         torch.manual_seed(7)  # the same dropout masks on both paths
-        la, _ = _step(a, x, y, None, True)
+        la, _ = _step(a, x, y, None, True, T)
         chain_steps = runs[0]
         torch.manual_seed(7)
-        lb, _ = _step(b, x, y, None, False)
+        lb, _ = _step(b, x, y, None, False, T)
     finally:
         _chain.Chain.forward = forward
     scale = max(p.grad.abs().max().item() for p in b.parameters())
     grad_diff = max((p.grad - q.grad).abs().max().item() for p, q in zip(a.parameters(), b.parameters())) / scale
-    return chain_steps, abs(la.item() - lb.item()), grad_diff
+    return chain_steps == T, chain_steps, abs(la.item() - lb.item()), grad_diff
 
 
 def time_case(name, batch, rounds, target_s):
     model = build(name)
     opt = optimizer(model, batch)
-    x, y = make_input(batch)
+    x, y, T = make_input(name, batch)
     for chain in (True, False):  # warm-up, and the calls per measurement from the first one
-        _step(model, x, y, opt, chain)
+        _step(model, x, y, opt, chain, T)
     t0 = time.perf_counter()
-    _step(model, x, y, opt, True)
+    _step(model, x, y, opt, True, T)
     calls = max(1, int(target_s / max(time.perf_counter() - t0, 1e-6)))
     ms = {True: [], False: []}
     for r in range(rounds):
         for chain in ((True, False) if r % 2 == 0 else (False, True)):
             t0 = time.perf_counter()
             for _ in range(calls):
-                _step(model, x, y, opt, chain)
+                _step(model, x, y, opt, chain, T)
             ms[chain].append((time.perf_counter() - t0) / calls * 1e3)
     return calls, ms[False], ms[True]
 
@@ -110,16 +113,16 @@ def run(args):
     records = []
     for name in args.models:
         for batch in args.batches:
-            chain_steps, loss_diff, grad_diff = check(name, batch)
-            ok = chain_steps == T and loss_diff <= 1e-5 and grad_diff <= 1e-5
-            if not ok:
+            every_step, chain_steps, loss_diff, grad_diff = check(name, batch)
+            T = MODELS[name][1]
+            if not (every_step and loss_diff <= 1e-5 and grad_diff <= 1e-5):
                 raise SystemExit(f"{name} batch {batch}: the paths disagree or the chain did not run "
                                  f"(chain steps {chain_steps}/{T}, loss diff {loss_diff}, grad diff {grad_diff})")
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 calls, auto, chain = time_case(name, batch, args.rounds, args.target_s)
                 records.append({
-                    "model": name, "batch": batch, "threads": threads, "calls_per_measurement": calls,
+                    "model": name, "T": T, "batch": batch, "threads": threads, "calls_per_measurement": calls,
                     "autograd_ms": auto, "chain_ms": chain, "autograd_ms_median": statistics.median(auto),
                     "chain_ms_median": statistics.median(chain),
                     "speedup": statistics.median(auto) / statistics.median(chain),
@@ -137,8 +140,8 @@ def markdown(payload):
              f"Command: `{payload['command']}`  ",
              f"Machine: {payload['machine']}  ",
              f"Rounds: {payload['rounds']} (the two paths interleaved in one process, order alternating; median "
-             f"of rounds), ~{payload['target_s']} s per measurement; T = {T}; one call = train_step (mode ottt_a) "
-             "with the optimizer step.  "]
+             f"of rounds), ~{payload['target_s']} s per measurement; T = 5 (VGG-11: 6); one call = train_step "
+             "(mode ottt_a) with the optimizer step.  "]
     if payload.get("note"):
         lines.append(f"Note: {payload['note']}")
     lines += ["", "Checked first, per model and batch: one step per path on copies of the model, same loss and "
@@ -155,7 +158,7 @@ def markdown(payload):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["r400", "mlp784"])
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8, 128])
     p.add_argument("--threads", nargs="+", type=int, default=[1])
     p.add_argument("--rounds", type=int, default=9)
@@ -178,7 +181,7 @@ def main(argv=None):
     a = parse_args(argv)
     records = run(a)
     payload = {"command": command_line(), "machine": machine("cpu"), "rounds": a.rounds, "target_s": a.target_s,
-               "T": T, "note": a.note, "records": records}
+               "note": a.note, "records": records}
     if a.json:
         with open(a.json, "w") as f:
             json.dump(payload, f, indent=1)

@@ -1,9 +1,9 @@
 """The CUDA-graph time step at batch 1 and 8 (issue 11 part 3), on a GPU.
 
 784-400-10 (Flatten, Linear(784, 400, trace=False), LIF, Linear(400, 10)) and R400 (the fmnist recipe's, with
-feedback dropout; issue 11's target model); T = 5, 1x28x28 input: samples/s of train_step ottt_a eagerly (the
-autograd-free chain) and with cuda_graph=True, and SpikingJelly's OTTT on the 784-400-10 net when it is
-installed (its layers cannot express R400's recurrence). Correctness first: one training step with the graph and one eager, on copies
+feedback dropout), T = 5, 1x28x28 input; the paper's VGG-11 (sWS), T = 6, 3x32x32 input (R400 and VGG-11 are
+issue 11's target models): samples/s of train_step ottt_a eagerly (the autograd-free chain) and with
+cuda_graph=True, and SpikingJelly's OTTT on the 784-400-10 net when it is installed. Correctness first: one training step with the graph and one eager, on copies
 of the same weights, must give the same loss, summed output and gradients (float32 tolerances), else the
 script stops before timing. Timing: methods interleaved round by round, CUDA synchronized around each
 measurement, median over rounds. Last line: "KEY: graph x eager ..." for the GPU suite's summary.
@@ -26,10 +26,10 @@ import torch.nn as tnn  # noqa: E402
 from ottt_cuda import nn as onn  # noqa: E402
 from ottt_cuda.bench import methods as bm  # noqa: E402
 from ottt_cuda.bench.machine import command_line, machine  # noqa: E402
-from ottt_cuda.models import r400  # noqa: E402
+from ottt_cuda.models import r400, vgg11_ws  # noqa: E402
 from ottt_cuda.training import step_loss, train_step  # noqa: E402
 
-T = 5
+T = 5  # the 784-400-10 net and R400; VGG-11: MODELS
 ALPHA = 0.05
 
 
@@ -43,14 +43,20 @@ def recurrent(seed=0):
     return r400(num_classes=10, feedback_dropout=True)
 
 
-MODELS = {"mlp784": mlp, "r400": recurrent}
+def vgg(seed=0):
+    torch.manual_seed(seed)
+    return vgg11_ws(num_classes=10)
 
 
-def ours(model, graph):
+MODELS = {"mlp784": (mlp, (1, 28, 28), T), "r400": (recurrent, (1, 28, 28), T), "vgg11_ws": (vgg, (3, 32, 32), 6)}
+
+
+def ours(model, graph, steps=T):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step(x, y):
-        return train_step(model, x, y, opt, T=T, mode="ottt_a", loss_alpha=ALPHA, sequence=False, cuda_graph=graph)
+        return train_step(model, x, y, opt, T=steps, mode="ottt_a", loss_alpha=ALPHA, sequence=False,
+                          cuda_graph=graph)
     return step
 
 
@@ -71,12 +77,13 @@ def spikingjelly(model):
     return step
 
 
-def check(device, batch, make=mlp):
+def check(device, batch, name="mlp784"):
     """One call with the graph and one eager on copies: loss, output sum and .grad must agree (the same
     dropout masks: both draw them from one seed)."""
+    make, shape, T = MODELS[name]
     a = make().to(device)
     b = copy.deepcopy(a)
-    x = torch.rand(batch, 1, 28, 28, device=device)
+    x = torch.rand(batch, *shape, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     diffs = {}
     for calls in range(2):  # the second call replays the graph captured by the first
@@ -91,11 +98,12 @@ def check(device, batch, make=mlp):
     return diffs, all(v <= 1e-4 for v in diffs.values())
 
 
-def time_methods(name, make, batch, device, sync, a):
+def time_methods(name, batch, device, sync, a):
     """Rows of samples/s per method for one model and batch: interleaved rounds, median."""
-    x = torch.rand(batch, 1, 28, 28, device=device)
+    make, shape, T = MODELS[name]
+    x = torch.rand(batch, *shape, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
-    methods = {"ottt_a eager": ours(make().to(device), False), "ottt_a cuda_graph": ours(make().to(device), True)}
+    methods = {"ottt_a eager": ours(make().to(device), False, T), "ottt_a cuda_graph": ours(make().to(device), True, T)}
     if name == "mlp784":
         try:
             methods["sj_ottt"] = spikingjelly(mlp().to(device))
@@ -120,14 +128,14 @@ def time_methods(name, make, batch, device, sync, a):
     rows = []
     for m, ts in times.items():
         s = statistics.median(ts)
-        rows.append({"model": name, "batch": batch, "method": m, "s_per_call": s, "samples_per_s": batch / s,
+        rows.append({"model": name, "T": T, "batch": batch, "method": m, "s_per_call": s, "samples_per_s": batch / s,
                      "ms_per_time_step": s / T * 1e3, "rounds": ts})
     return rows
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["mlp784", "r400"])
+    p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["mlp784", "r400", "vgg11_ws"])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--target-s", type=float, default=0.3, help="seconds per measurement")
@@ -141,19 +149,18 @@ def main(argv=None):
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     rows, checks = [], []
     for name in a.models:
-        make = MODELS[name]
         for batch in a.batches:
-            diffs, ok = check(device, batch, make)
+            diffs, ok = check(device, batch, name)
             checks.append({"model": name, "batch": batch, "max_rel_diffs": diffs, "passed": ok})
             if not ok:
                 print(f"graph and eager disagree for {name} at batch {batch}: {diffs}")
                 return 1
-            rows += time_methods(name, make, batch, device, sync, a)
+            rows += time_methods(name, batch, device, sync, a)
     eager = {(r["model"], r["batch"]): r["s_per_call"] for r in rows if r["method"] == "ottt_a eager"}
     for r in rows:
         r["x_eager"] = eager[r["model"], r["batch"]] / r["s_per_call"]
-    result = {"command": command_line(), "machine": machine(device.type), "T": T, "checks": checks, "rows": rows}
-    lines = ["# CUDA-graph time step, T = 5", "", f"Command: `{result['command']}`  ",
+    result = {"command": command_line(), "machine": machine(device.type), "checks": checks, "rows": rows}
+    lines = ["# CUDA-graph time step (T = 5; VGG-11: 6)", "", f"Command: `{result['command']}`  ",
              f"Machine: {result['machine']}  ", f"Rounds: {a.rounds} interleaved, median; ~{a.target_s} s each.", "",
              "| model | batch | method | samples/s | ms / time step | x eager |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['batch']} | {r['method']} | {r['samples_per_s']:.0f} | "

@@ -53,6 +53,25 @@ def ws_mlp(seed=0):
                           onn.Linear(9, 4)).double()
 
 
+def vgg_small(seed=0, dropout=0.0, fc_hw=1):
+    # models.VGGWS at a small size (2x8x8 input; 4, pool, 6, 6, pool, 8 channels -> 3 classes): sWS
+    # convolutions, the untraced first one, LIF -> Scale(2.74) -> conv hand-overs, average pooling, the
+    # adaptive pool, the readout. Gains 3 and biases 0.3 so that every layer fires.
+    from ottt_cuda.models.vgg import VGGWS
+
+    torch.manual_seed(seed)
+    m = VGGWS([4, "A", 6, 6, "A", 8], num_classes=3, in_channels=2, fc_hw=fc_hw, dropout=dropout).double()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith("gain"):
+                p.fill_(3.0)
+            elif name.endswith("bias"):
+                p.fill_(0.3)
+            else:
+                p.normal_(0, 0.5)
+    return m
+
+
 def make_input(shape, T, B, seed=1, sequence=True, device="cpu", dtype=torch.float64):
     """x [T, B, *shape] (or [B, *shape] when not a sequence) and class targets in 0..2."""
     g = torch.Generator().manual_seed(seed)
@@ -62,6 +81,12 @@ def make_input(shape, T, B, seed=1, sequence=True, device="cpu", dtype=torch.flo
 
 
 def states(model):
-    """Clones of every module's membrane, trace, previous spikes and dropout mask (None where it has none)."""
-    return [None if getattr(m, n, None) is None else getattr(m, n).clone() for m in model.modules()
-            for n in ("v", "a_hat", "s_prev", "mask")]
+    """Clones of every module's membrane, trace, previous spikes and dropout mask (None where it has none).
+    A synapse's trace is a_hat * _a_scale: a trace handed over by an LIF through Scale(c) is kept as the
+    trace of the spikes with _a_scale = c (nn._handoff), the CUDA-graph step keeps that of c * spikes."""
+    def value(m, n):
+        t = getattr(m, n, None)
+        if t is None:
+            return None
+        return t * m._a_scale if n == "a_hat" else t.clone()
+    return [value(m, n) for m in model.modules() for n in ("v", "a_hat", "s_prev", "mask")]

@@ -20,7 +20,7 @@ from ottt_cuda import nn as onn
 from ottt_cuda.nn import _chain
 from ottt_cuda.training import train_step
 from _chain_models import deep as _deep, lif_first as _lif_first, make_input as _input, mlp as _mlp
-from _chain_models import r400_small as _r400, states as _states, ws_mlp as _ws_mlp
+from _chain_models import r400_small as _r400, states as _states, vgg_small as _vgg, ws_mlp as _ws_mlp
 from conftest import cuda_only, using_backend
 
 pytestmark = pytest.mark.skipif(not _backend.runs_on("cpu", "cpu"),
@@ -130,6 +130,34 @@ def test_r400_matches_autograd(chain_runs, feedback, mode, B, T):
     # dropout mask in the recurrent layer or after it, the readout.
     model = _compare(lambda: _r400(feedback=feedback), (1, 6, 6), T, B, chain_runs, mode=mode)
     assert model.rnn.s_prev is not None and (model.rnn.dropout.mask if feedback else model.dropout.mask) is not None
+
+
+@pytest.mark.parametrize("mode", ["ottt_a", "sltt"])
+@pytest.mark.parametrize("dropout,fc_hw", [(0.0, 1), (0.2, 2)])
+@pytest.mark.parametrize("B", [1, 3])
+def test_vgg_matches_autograd(chain_runs, mode, dropout, fc_hw, B):
+    # models.VGGWS names its two Sequentials (_ottt_chain): sWS convolutions, the LIF -> Scale -> conv
+    # hand-over of the trace (scale 2.74), average and adaptive pooling, per-sequence dropout.
+    model = _compare(lambda: _vgg(dropout=dropout, fc_hw=fc_hw), (2, 8, 8), 4, B, chain_runs, mode=mode)
+    assert all(p.grad is not None and p.grad.abs().max() > 0 for p in model.parameters())
+
+
+def _vgg_f(seed=0):
+    from ottt_cuda.models.vgg import VGGFWS
+
+    torch.manual_seed(seed)
+    return VGGFWS([4, "A", 8], num_classes=3, in_channels=2).double()
+
+
+def _with_max_pool(seed=0):
+    torch.manual_seed(seed)
+    return tnn.Sequential(onn.Conv2d(2, 4, 3, padding=1, trace=False), onn.LIF(), tnn.MaxPool2d(2), tnn.Flatten(1),
+                          onn.Linear(64, 3)).double()
+
+
+@pytest.mark.parametrize("make", [_vgg_f, _with_max_pool], ids=["VGG-F (feedback)", "max pooling"])
+def test_convolutional_models_the_chain_leaves_to_autograd(chain_runs, make):
+    _compare(make, (2, 8, 8), 3, 2, chain_runs, expect_chain=False)
 
 
 def test_r400_in_eval_mode_matches_autograd(chain_runs):

@@ -20,7 +20,7 @@ from ottt_cuda.models import r400
 from ottt_cuda.nn import _graph
 from ottt_cuda.training import train_step
 from _chain_models import deep, lif_first as _lif_first, make_input as _input, mlp as _mlp, r400_small as _r400
-from _chain_models import states as _states, ws_mlp as _ws_mlp
+from _chain_models import states as _states, vgg_small as _vgg, ws_mlp as _ws_mlp
 from conftest import cuda_only
 
 _deep = functools.partial(deep, v_reset=0.5)  # a nonzero rest value for the fixed membranes
@@ -115,6 +115,16 @@ def test_ws_linear_and_dropout_on_fixed_buffers_match_eager(eager_graph, mode):
 
 
 @needs_compiled_cpu
+@pytest.mark.parametrize("mode", ["ottt_a", "sltt"])
+@pytest.mark.parametrize("dropout,fc_hw", [(0.0, 1), (0.2, 2)])
+@pytest.mark.parametrize("B", [1, 3])
+def test_vgg_on_fixed_buffers_matches_eager(eager_graph, mode, dropout, fc_hw, B):
+    # sWS convolutions (each its own trace of 2.74 s where the eager path keeps the trace of s and
+    # scales the gradient), average and adaptive pooling, the readout; three calls.
+    _compare(lambda: _vgg(dropout=dropout, fc_hw=fc_hw), (2, 8, 8), 3, B, mode, calls=3)
+
+
+@needs_compiled_cpu
 def test_r400_in_eval_mode_matches_eager(eager_graph):
     _compare(lambda: _r400().eval(), (1, 6, 6), 3, 2)
 
@@ -204,12 +214,12 @@ def _hooked():
 
 @needs_compiled_cpu
 @pytest.mark.parametrize("make,shape,match", [
-    (_with_dropout, (3, 4), r"module 3 \(Dropout\) is not one of ottt_cuda.nn.Linear / WSLinear / LIF / "
-                            r"RecurrentLIF / Dropout, nn.Flatten, nn.Identity"),
+    (_with_dropout, (3, 4), r"module 3 \(Dropout\) is not one of ottt_cuda.nn.Linear / WSLinear / Conv2d / "
+                            r"WSConv2d / LIF / RecurrentLIF / Dropout / Scale, nn.Flatten, nn.Identity"),
     (_hooked, (3, 4), r"module 3 \(Linear\) has forward or backward hooks"),
     (lambda: _Wrapped(_mlp()), (3, 4), r"the model is a _Wrapped, not a torch.nn.Sequential"),
-    (lambda: tnn.Sequential(onn.Conv2d(1, 2, 3), onn.LIF(), tnn.Flatten(1), onn.Linear(8, 3)).double(), (1, 4, 4),
-     r"module 0 \(Conv2d\) is not one of"),
+    (lambda: tnn.Sequential(onn.Conv2d(1, 2, 3), onn.LIF(), tnn.MaxPool2d(2), tnn.Flatten(1), onn.Linear(2, 3)).double(),
+     (1, 4, 4), r"module 2 \(MaxPool2d\) is not one of"),
 ])
 def test_models_that_cannot_be_captured_are_named(eager_graph, make, shape, match):
     model = make()
@@ -285,6 +295,18 @@ def test_captured_r400_matches_eager_on_cuda(B, dtype, tol, monkeypatch):
 
 @pytest.mark.cuda
 @cuda_only
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+@pytest.mark.parametrize("B", [1, 64])
+def test_captured_vgg_matches_eager_on_cuda(B, dtype, tol):
+    for dropout, fc_hw in ((0.0, 1), (0.2, 2)):
+        for mode in ("ottt_a", "sltt"):
+            model = _compare(lambda: _vgg(dropout=dropout, fc_hw=fc_hw), (2, 8, 8), 3, B, mode, device="cuda",
+                             dtype=dtype, tol=tol, calls=3)
+            assert model._ottt_cuda_graph_step.graph is not None
+
+
+@pytest.mark.cuda
+@cuda_only
 def test_recapture_after_a_setting_changes_on_cuda():
     model = _mlp().cuda()
     other = copy.deepcopy(model)
@@ -316,8 +338,8 @@ def test_graph_batch1_benchmark_logic_on_cpu(eager_graph, tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path / "g.json"
-    assert mod.main(["--device", "cpu", "--batches", "1", "--rounds", "2", "--target-s", "0.01",
-                     "--json", str(out)]) == 0
+    assert mod.main(["--device", "cpu", "--models", "mlp784", "r400", "--batches", "1", "--rounds", "2",
+                     "--target-s", "0.01", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert [(c["model"], c["passed"]) for c in res["checks"]] == [("mlp784", True), ("r400", True)]
     assert all(max(c["max_rel_diffs"].values()) <= 1e-4 for c in res["checks"])
@@ -327,6 +349,8 @@ def test_graph_batch1_benchmark_logic_on_cpu(eager_graph, tmp_path):
         for r in rows.values():
             assert len(r["rounds"]) == 2 and r["s_per_call"] == __import__("statistics").median(r["rounds"])
             assert abs(r["x_eager"] - rows["ottt_a eager"]["s_per_call"] / r["s_per_call"]) < 1e-12
+    diffs, ok = mod.check(torch.device("cpu"), 1, "vgg11_ws")  # VGG-11's gate (timing it here would be slow)
+    assert ok and len(diffs) > 10
 
 
 @needs_compiled_cpu

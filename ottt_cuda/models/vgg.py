@@ -33,6 +33,10 @@ def make_features(cfg, in_channels=3, dropout=0.0, tau=2.0, ws=True, neuron_kwar
 
 class VGGWS(nn.Module):
     """features -> adaptive avg-pool to fc_hw x fc_hw -> flatten -> Linear (light classifier)."""
+    # forward is the composition of these (Sequentials, in this order): train_step's OTTT_A / SLTT loop
+    # and its CUDA-graph step may run the time steps through their layers without autograd (nn._chain).
+    # Not inherited: VGGFWS's forward adds a feedback.
+    _ottt_chain = ("features", "classifier")
 
     def __init__(self, cfg=VGG11_CFG, num_classes=10, in_channels=3, fc_hw=1, dropout=0.0, tau=2.0, ws=True,
                  neuron_kwargs=None):

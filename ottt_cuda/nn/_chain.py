@@ -6,14 +6,18 @@ autograd.Functions' forward and backward) costs more than they do. Under OTTT_A 
 step's backward is local to the step: nothing of earlier steps is in the graph. For an
 nn.Sequential made only of the exact types
 
-    ottt_cuda.nn.Linear / WSLinear, LIF, RecurrentLIF, Dropout (step_mode "s", mode "ottt" or
-    "sltt") and the shape-only nn.Flatten / nn.Identity,
+    ottt_cuda.nn.Linear / WSLinear, Conv2d / WSConv2d, LIF, RecurrentLIF, Dropout, Scale (step_mode
+    "s", mode "ottt" or "sltt"), nn.AvgPool2d / nn.AdaptiveAvgPool2d and the shape-only
+    nn.Flatten / nn.Identity,
 
-or a model class that names such layers in its own `_ottt_chain` (its forward being their
-composition, as models.R400), that backward is short enough to write out, layer by layer in reverse:
+or a model class that names such layers (or nn.Sequentials of them) in its own `_ottt_chain`
+(its forward being their composition, as models.R400 and models.VGGWS), that backward is short
+enough to write out, layer by layer in reverse:
 
     Linear:  grad_W += g^T (c a), grad_b += sum_rows g   (deferred: _deferred)
-             g <- g W                                    (a WSLinear's W: its hoisted standardized weight)
+             g <- g W                                    (a WS synapse's W: its hoisted standardized weight)
+    Conv2d:  as Conv2dTrace: one convolution_backward with the trace as the input, into .grad
+    Scale:   g <- c g;  pooling: its input gradient (avg_pool2d_backward)
     LIF:     g <- surrogate'(h - v_th) g                 (the step's backward kernel on h)
     Dropout: g <- g * mask                               (the sequence's mask)
     RecurrentLIF: the mask, the LIF, then the input synapse as a Linear and the recurrent one's
@@ -39,7 +43,7 @@ import torch.nn.functional as F
 from torch.nn.modules import module as _module
 
 from .. import _validation, ops
-from . import _fast, _handoff
+from . import _deferred, _fast, _handoff
 from ._autograd import _no_hooks
 from ._state import set_state
 
@@ -70,11 +74,11 @@ def check(model, x, deferred):
     naming the module or setting in the way. deferred: train_step's OTTT_A loop (the synapses hold a
     _deferred.DeferredWeightGrad, online_steps(defer_weight_grads=True), and the sWS weights are
     hoisted); False: the CUDA-graph step (nn._graph), which keeps its own buffers."""
-    layers = _layers_of(model)
+    layers, containers = _layers_of(model)
     if layers is None:
         return None, (f"the model is a {type(model).__name__}, not a torch.nn.Sequential (nor a model that "
                       "names its layers in _ottt_chain, as models.R400)")
-    if not _no_module_hooks(model):
+    if not all(_no_module_hooks(c) for c in containers):
         return None, "the model has forward or backward hooks"
     if any(getattr(_module, name, None) for name in _GLOBAL_HOOKS):
         return None, "global module hooks are registered (torch.nn.modules.module.register_module_*_hook)"
@@ -97,7 +101,7 @@ def check(model, x, deferred):
                 return None, f"{name}{'' if j == 0 else ' (a submodule)'} has forward or backward hooks"
             if hasattr(sub, "mode") and (sub.mode not in _MODES or sub.step_mode != "s"):
                 return None, f"{name} runs mode {sub.mode!r}, step_mode {sub.step_mode!r}"
-        synapses = [("", m)] if kind == "linear" else [(".input", m.input), (".recurrent", m.recurrent)] \
+        synapses = [("", m)] if kind in ("linear", "conv") else [(".input", m.input), (".recurrent", m.recurrent)] \
             if kind == "rlif" else []
         for where, syn in synapses:
             why = _synapse_problem(f"{name}{where}", syn, x, deferred)
@@ -105,42 +109,60 @@ def check(model, x, deferred):
                 return None, why
         if kind == "rlif" and (_kind(m.neuron) != "lif" or _kind(m.dropout) != "dropout"):
             return None, f"{name} holds a neuron or a dropout of another type"
-        n_weighted += kind in ("linear", "rlif")
+        n_weighted += kind in _WEIGHTED
     if not n_weighted:
         return None, "the model has no ottt_cuda.nn.Linear layer (no weight to train)"
     return layers, None
 
 
-_TAKEN = ("ottt_cuda.nn.Linear / WSLinear / LIF / RecurrentLIF / Dropout, nn.Flatten, nn.Identity")
+_TAKEN = ("ottt_cuda.nn.Linear / WSLinear / Conv2d / WSConv2d / LIF / RecurrentLIF / Dropout / Scale, "
+          "nn.Flatten, nn.Identity, nn.AvgPool2d, nn.AdaptiveAvgPool2d")
+_WEIGHTED = ("linear", "conv", "rlif")
 
 
 def _layers_of(model):
-    """The layers a step runs in order: an nn.Sequential's, or those a model class names in its own
-    `_ottt_chain` (its forward is their composition, e.g. models.R400); None for anything else."""
+    """(layers a step runs in order, the containers holding them): an nn.Sequential's, or those a
+    model class names in its own `_ottt_chain` (its forward being their composition, e.g. models.R400),
+    an nn.Sequential named there standing for its layers (models.VGGWS); (None, None) otherwise."""
     if type(model) is nn.Sequential:
-        return list(model)
+        return list(model), [model]
     names = type(model).__dict__.get("_ottt_chain")
     if names is None:
-        return None
-    return [getattr(model, n) for n in names]
+        return None, None
+    layers, containers = [], [model]
+    for n in names:
+        m = getattr(model, n)
+        if type(m) is nn.Sequential:
+            layers += list(m)
+            containers.append(m)
+        else:
+            layers.append(m)
+    return layers, containers
 
 
 def _is_ws(m):
-    from .ws import WSLinear
+    from .ws import WSConv2d, WSLinear
 
-    return type(m) is WSLinear
+    return type(m) in (WSLinear, WSConv2d)
 
 
 def _kind(m):
     """The chain's name for the exact type of m (subclasses may change what a step does): None if not taken."""
-    from .lif import LIF
-    from .misc import Dropout
-    from .recurrent import RecurrentLIF
-    from .synapse import Linear
-    from .ws import WSLinear
+    global _KINDS
+    if _KINDS is None:
+        from .lif import LIF
+        from .misc import Dropout, Scale
+        from .recurrent import RecurrentLIF
+        from .synapse import Conv2d, Linear
+        from .ws import WSConv2d, WSLinear
 
-    return {Linear: "linear", WSLinear: "linear", LIF: "lif", RecurrentLIF: "rlif", Dropout: "dropout",
-            nn.Flatten: "shape", nn.Identity: "shape"}.get(type(m))
+        _KINDS = {Linear: "linear", WSLinear: "linear", Conv2d: "conv", WSConv2d: "conv", LIF: "lif",
+                  RecurrentLIF: "rlif", Dropout: "dropout", Scale: "scale", nn.Flatten: "shape", nn.Identity: "shape",
+                  nn.AvgPool2d: "pool", nn.AdaptiveAvgPool2d: "pool"}
+    return _KINDS.get(type(m))
+
+
+_KINDS = None
 
 
 def _synapse_problem(name, m, x, deferred):
@@ -153,7 +175,7 @@ def _synapse_problem(name, m, x, deferred):
             return f"{name}.{pname} does not require grad, is not a leaf, or has gradient hooks"
         if p.dtype != x.dtype or p.device != x.device:
             return f"{name}.{pname} is {p.dtype} on {p.device}, the input {x.dtype} on {x.device}"
-    if deferred and m._deferred is None:
+    if deferred and _kind(m) == "linear" and m._deferred is None:
         return f"{name} is not inside online_steps(defer_weight_grads=True)"
     if deferred and _is_ws(m) and (m._hoisted is None or not m._hoisted[0]):
         return f"{name}'s standardized weight is not hoisted (nn.ws.hoisted)"
@@ -161,11 +183,11 @@ def _synapse_problem(name, m, x, deferred):
 
 
 def layer_kinds(layers):
-    """Per layer of a checked chain its kind ("linear", "lif", "rlif", "dropout" or "shape": Flatten /
-    Identity), and the index of the first layer with weights: below it nothing needs a gradient (the
+    """Per layer of a checked chain its kind ("linear", "conv", "lif", "rlif", "dropout", "scale", "pool"
+    or "shape": Flatten / Identity), and the index of the first layer with weights: below it nothing needs a gradient (the
     input does not require one)."""
     kinds = [_kind(m) for m in layers]
-    return kinds, next(i for i, k in enumerate(kinds) if k in ("linear", "rlif"))
+    return kinds, next(i for i, k in enumerate(kinds) if k in _WEIGHTED)
 
 
 def _backend_name(x):
@@ -185,9 +207,9 @@ class Chain:
         self.layers = layers
         self.kinds, self.grad_from = layer_kinds(layers)
         # The link of each LIF whose consumer synapse is in the chain (nn._handoff: it hands that
-        # synapse the trace it updates in its kernel pass; no Scale between them, none is in a chain).
+        # synapse the trace it updates in its kernel pass; the synapse's input is scale * spikes).
         in_chain = {id(m) for m in layers}
-        self.links = [m._trace_link if k == "lif" and m._trace_link is not None and m._trace_link.scale == 1.0
+        self.links = [m._trace_link if k == "lif" and m._trace_link is not None
                       and id(m._trace_link.consumer) in in_chain else None for m, k in zip(layers, self.kinds)]
         self.checked = False
         self.saved = None
@@ -195,10 +217,10 @@ class Chain:
     @torch.no_grad()  # written out: no autograd graph is built (nor tensors saved for one)
     def forward(self, x):
         saved = []
-        handed = {}  # consumer synapse -> the trace its LIF computed this step
+        handed = {}  # consumer synapse -> (the trace its LIF computed this step, the scale on the way)
         for i, (m, kind) in enumerate(zip(self.layers, self.kinds)):
-            if kind == "linear":
-                x, s = self._linear(m, x, handed.pop(m, None))
+            if kind in ("linear", "conv"):
+                x, s = self._synapse(m, kind, x, handed.pop(m, None))
             elif kind == "lif":
                 x, s = self._lif(m, x, self.links[i], handed, needs_grad=i > self.grad_from)
             elif kind == "rlif":
@@ -206,6 +228,12 @@ class Chain:
             elif kind == "dropout":
                 s = _mask(m, x)
                 x = m.step(x)
+            elif kind == "scale":
+                s = m.c
+                x = x * m.c
+            elif kind == "pool":
+                s = x
+                x = m(x)
             else:
                 s = x.shape
                 x = m(x)
@@ -214,19 +242,20 @@ class Chain:
         self.saved = saved
         return x
 
-    def _linear(self, m, x, trace):
+    def _synapse(self, m, kind, x, handed):
         """The synapse's output and what its backward needs: (weight, trace or input, its scale)."""
         if not self.checked:
             m._check_input(x, 1)
-        if trace is not None:  # as nn._handoff's claim: adopt the LIF's trace of x
+        if handed is not None:  # as nn._handoff's claim: adopt the LIF's trace of the spikes
+            trace, c = handed
             a = trace.view(x.shape)
             set_state(m, "a_hat", a)
-            set_state(m, "_a_scale", 1.0)
-            c = 1.0
+            set_state(m, "_a_scale", c)
         else:
             a, c = m._grad_source(x, True, inplace=True)
-        w, b = m._weights()  # a WSLinear's hoisted standardized weight
-        return F.linear(x, w, b), (w, a, c)
+        w, b = m._weights()  # a WS synapse's hoisted standardized weight
+        out = F.linear(x, w, b) if kind == "linear" else F.conv2d(x, w, b, m.stride, m.padding, m.dilation, m.groups)
+        return out, (w, a, c)
 
     def _lif(self, m, x, link, handed, needs_grad):
         if not self.checked:
@@ -241,15 +270,15 @@ class Chain:
         spike, v_next, h, trace_next = ops._Compiled.lif_step_fwd(x, v, trace_in, None, *args, needs_grad)
         set_state(m, "v", v_next)
         if offered is not None:
-            handed[link.consumer] = trace_next
+            handed[link.consumer] = (trace_next, link.scale)
         return spike, (h, args)
 
     def _recurrent(self, m, x):
         """RecurrentLIF.step written out: I = F x (+ W s_prev), s = dropout(LIF(I)); s_prev <- s."""
-        current, fwd_in = self._linear(m.input, x, None)
+        current, fwd_in = self._synapse(m.input, "linear", x, None)
         fwd_rec = None
         if m.s_prev is not None:  # from the second step (see RecurrentLIF._cell)
-            rec, fwd_rec = self._linear(m.recurrent, m.s_prev, None)
+            rec, fwd_rec = self._synapse(m.recurrent, "linear", m.s_prev, None)
             current = current + rec
         spike, lif = self._lif(m.neuron, current, None, None, needs_grad=True)
         mask = _mask(m.dropout, spike)
@@ -265,6 +294,8 @@ class Chain:
             below = i > self.grad_from  # a layer below needs this one's input gradient
             if kind == "linear":
                 g = _linear_backward(m, s, g, below)
+            elif kind == "conv":
+                g = _conv_backward(m, s, g, below)
             elif kind == "lif":
                 g = _lif_backward(s, g)
             elif kind == "rlif":
@@ -275,6 +306,10 @@ class Chain:
                 g = _linear_backward(m.input, fwd_in, g, below)
             elif kind == "dropout":
                 g = g if s is None else g * s
+            elif kind == "scale":
+                g = g * s
+            elif kind == "pool":
+                g = pool_backward(m, s, g)
             else:
                 g = g.view(s) if g.is_contiguous() else g.reshape(s)
 
@@ -292,6 +327,32 @@ def _linear_backward(m, saved, g, below):
     w, a, c = saved
     m._deferred.add(w, m.bias, g, a, c)
     return g.matmul(w) if below else None
+
+
+def _conv_backward(m, saved, g, below):
+    """The weight (and bias) gradient of the step into .grad, as Conv2dTrace's backward computes it:
+    one convolution_backward with the trace as the input; g's input gradient when a layer below needs it."""
+    w, a, c = saved
+    has_bias = m.bias is not None
+    gx, gw, gb = torch.ops.aten.convolution_backward(
+        g, a, w, [w.shape[0]] if has_bias else None, list(m.stride), list(m.padding), list(m.dilation), False,
+        [0, 0], m.groups, [below, True, has_bias])
+    if c != 1.0:  # the convolution ran on a, the trace is c a (_handoff)
+        gw = gw.mul_(c)
+    _deferred._add_to_grad(w, gw)
+    if has_bias:
+        _deferred._add_to_grad(m.bias, gb)
+    return gx
+
+
+def pool_backward(m, x, g):
+    """The input gradient of average pooling m (nn.AvgPool2d or nn.AdaptiveAvgPool2d) at input x."""
+    if type(m) is nn.AdaptiveAvgPool2d:
+        return torch.ops.aten._adaptive_avg_pool2d_backward(g, x)
+    pair = nn.modules.utils._pair
+    return torch.ops.aten.avg_pool2d_backward(g, x, list(pair(m.kernel_size)), list(pair(m.stride or m.kernel_size)),
+                                              list(pair(m.padding)), m.ceil_mode, m.count_include_pad,
+                                              m.divisor_override)
 
 
 def _lif_backward(saved, g):

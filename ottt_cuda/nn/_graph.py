@@ -40,11 +40,11 @@ _CACHE_ATTR = "_ottt_cuda_graph_step"
 
 
 class _Synapse:
-    """A Linear / WSLinear on fixed buffers: its trace (OTTT), its weight (a WSLinear's W_hat in a
-    buffer refreshed each call, with its gradient gathered in another), its gradient targets."""
+    """A Linear / Conv2d (sWS or not) on fixed buffers: its trace (OTTT), its weight (a WS synapse's
+    W_hat in a buffer refreshed each call, with its gradient gathered in another), its gradient targets."""
 
-    def __init__(self, m):
-        self.m = m
+    def __init__(self, m, conv=False):
+        self.m, self.conv = m, conv
         self.ws = _chain._is_ws(m)
         self.decay = m._checked_decay() if m.mode == "ottt" and m.trace else None
         self.trace = self.w_hat = self.w_hat_grad = self.stats = None
@@ -97,13 +97,27 @@ class _Synapse:
         return self.trace
 
     def forward(self, h):
-        return F.linear(h, self.weight(), self.m.bias)
+        m = self.m
+        if self.conv:
+            return F.conv2d(h, self.weight(), m.bias, m.stride, m.padding, m.dilation, m.groups)
+        return F.linear(h, self.weight(), m.bias)
 
     def backward(self, g, a, below):
-        """grad_W += g^T a, grad_b += sum_rows g, in place; g W when a layer below needs it."""
+        """grad_W += g^T a, grad_b += sum_rows g, in place; g W when a layer below needs it (for a
+        convolution the same with convolution_backward)."""
         m = self.m
+        w_grad = self.w_hat_grad if self.ws else m.weight.grad
+        if self.conv:
+            has_bias = m.bias is not None
+            gx, gw, gb = torch.ops.aten.convolution_backward(
+                g, a, self.weight(), [w_grad.shape[0]] if has_bias else None, list(m.stride), list(m.padding),
+                list(m.dilation), False, [0, 0], m.groups, [below, True, has_bias])
+            w_grad.add_(gw)
+            if has_bias:
+                m.bias.grad.add_(gb)
+            return gx
         g2 = g.reshape(-1, g.shape[-1])
-        (self.w_hat_grad if self.ws else m.weight.grad).addmm_(g2.t(), a.reshape(-1, a.shape[-1]))
+        w_grad.addmm_(g2.t(), a.reshape(-1, a.shape[-1]))
         if m.bias is not None:
             m.bias.grad.add_(g2.sum(0, dtype=torch.float32 if g2.dtype != torch.float64 else g2.dtype)
                              .to(m.bias.dtype))
@@ -223,15 +237,15 @@ class _Recurrent:
 
 
 def _slot(m, kind):
-    if kind == "linear":
-        return _Synapse(m)
+    if kind in ("linear", "conv"):
+        return _Synapse(m, kind == "conv")
     if kind == "lif":
         return _Neuron(m)
     if kind == "rlif":
         return _Recurrent(m)
     if kind == "dropout":
         return _Mask(m)
-    return None  # shape only
+    return None  # stateless: Flatten, Identity, Scale, pooling
 
 
 def _synapses(slots):
@@ -308,7 +322,7 @@ class StaticStep:
     def run(self):
         h, saved = self.x, []
         for i, (m, kind, slot) in enumerate(zip(self.layers, self.kinds, self.slots)):
-            if kind == "linear":
+            if kind in ("linear", "conv"):
                 saved.append(slot.source(h))
                 h = slot.forward(h)
             elif kind == "lif":
@@ -320,6 +334,12 @@ class StaticStep:
             elif kind == "dropout":
                 saved.append(None)
                 h = slot.forward(h)
+            elif kind == "scale":
+                saved.append(m.c)
+                h = h * m.c
+            elif kind == "pool":
+                saved.append(h)
+                h = m(h)
             else:
                 saved.append(h.shape)
                 h = m(h)
@@ -327,7 +347,7 @@ class StaticStep:
         for i in range(len(self.layers) - 1, self.grad_from - 1, -1):
             kind, slot, s = self.kinds[i], self.slots[i], saved[i]
             below = i > self.grad_from
-            if kind == "linear":
+            if kind in ("linear", "conv"):
                 g = slot.backward(g, s, below)
             elif kind == "lif":
                 g = slot.backward(g, s)
@@ -335,6 +355,10 @@ class StaticStep:
                 g = slot.backward(g, s, below)
             elif kind == "dropout":
                 g = slot.backward(g)
+            elif kind == "scale":
+                g = g * s
+            elif kind == "pool":
+                g = _chain.pool_backward(self.layers[i], s, g)
             else:
                 g = g.reshape(s)
 
