@@ -35,7 +35,8 @@ gradients), and only where nothing could observe the difference: no module hooks
 parameter a leaf that requires grad in the input's dtype, no autocast, no input that
 requires grad, the compiled kernels serving the input, no torch.compile tracing.
 Anything else takes the autograd path (plan() returns None). `enabled = False` turns
-it off (tests compare the two).
+it off (tests compare the two). On the CPU a chain with convolutions keeps autograd too (no
+measured gain there) unless `conv_on_cpu`; the CUDA-graph step takes them everywhere.
 """
 import torch
 import torch.nn as nn
@@ -48,6 +49,7 @@ from ._autograd import _no_hooks
 from ._state import set_state
 
 enabled = True
+conv_on_cpu = False  # True: convolutional chains on the CPU too (benchmarks/chain_ab.py, tests)
 
 _SHAPE_ONLY = (nn.Flatten, nn.Identity)
 # The layer modes whose step backward is local in time: OTTT (weight gradient with the trace) and
@@ -66,7 +68,13 @@ def plan(model, x):
     if not enabled:
         return None
     layers, _reason = check(model, x, deferred=True)
-    return None if layers is None else Chain(layers)
+    if layers is None:
+        return None
+    if x.device.type == "cpu" and not conv_on_cpu and any(_kind(m) == "conv" for m in layers):
+        # On the CPU a convolutional step is its convolutions (~95% of VGG-11's at batch 1): measured
+        # no gain there (benchmarks/results/chain_ab_vgg_cpu.md: 0.92x-1.01x), so it keeps autograd.
+        return None
+    return Chain(layers)
 
 
 def check(model, x, deferred):
@@ -291,6 +299,7 @@ class Chain:
         saved, self.saved = self.saved, None
         for i in range(len(self.layers) - 1, self.grad_from - 1, -1):
             m, kind, s = self.layers[i], self.kinds[i], saved[i]
+            saved[i] = None  # freed as soon as used, as autograd frees a node's saved tensors
             below = i > self.grad_from  # a layer below needs this one's input gradient
             if kind == "linear":
                 g = _linear_backward(m, s, g, below)
