@@ -248,11 +248,25 @@ def test_class_index_beyond_the_outputs_is_refused(eager_graph):
 
 # ----------------------------------------------------------------------------------- on a GPU
 
+_CAPTURED = {  # model, input shape per sample
+    "mlp": (_mlp, (3, 4)),
+    "deep": (_deep, (8,)),
+    # the recurrent layer, the sWS weight refreshed per call, the sequence's dropout mask drawn outside
+    # the graph (the capture's warm-up leaves the generators as they were)
+    "r400_feedback_dropout": (lambda: _r400(feedback=True), (1, 6, 6)),
+    "r400_readout_dropout": (lambda: _r400(feedback=False), (1, 6, 6)),
+    # sWS convolutions, Scale, average and adaptive pooling
+    "vgg": (lambda: _vgg(), (2, 8, 8)),
+    "vgg_dropout_fc2": (lambda: _vgg(dropout=0.2, fc_hw=2), (2, 8, 8)),
+}
+
+
 @pytest.mark.cuda
 @cuda_only
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 @pytest.mark.parametrize("B", [1, 300])
-def test_captured_step_matches_eager_on_cuda(B, dtype, tol, monkeypatch):
+@pytest.mark.parametrize("case", sorted(_CAPTURED))
+def test_captured_step_matches_eager_on_cuda(case, B, dtype, tol, monkeypatch):
     replays = [0]
     replay = torch.cuda.CUDAGraph.replay
 
@@ -261,48 +275,12 @@ def test_captured_step_matches_eager_on_cuda(B, dtype, tol, monkeypatch):
         return replay(self)
 
     monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", counted)
-    for make, shape in ((_mlp, (3, 4)), (_deep, (8,))):
-        for mode in ("ottt_a", "sltt"):
-            before = replays[0]
-            model = _compare(make, shape, 4, B, mode, device="cuda", dtype=dtype, tol=tol, calls=3)
-            assert replays[0] - before == 3 * 4  # every step of every call replayed the graph
-            assert model._ottt_cuda_graph_step.graph is not None
-
-
-@pytest.mark.cuda
-@cuda_only
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
-@pytest.mark.parametrize("B", [1, 300])
-def test_captured_r400_matches_eager_on_cuda(B, dtype, tol, monkeypatch):
-    # The recurrent layer, the hoisted sWS weight and the per-sequence dropout mask (drawn outside the
-    # graph, the capture's warm-up leaving the generators as they were) in a captured step.
-    replays = [0]
-    replay = torch.cuda.CUDAGraph.replay
-
-    def counted(self):
-        replays[0] += 1
-        return replay(self)
-
-    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", counted)
-    for feedback in (True, False):
-        for mode in ("ottt_a", "sltt"):
-            before = replays[0]
-            model = _compare(lambda: _r400(feedback=feedback), (1, 6, 6), 4, B, mode, device="cuda", dtype=dtype,
-                             tol=tol, calls=3)
-            assert replays[0] - before == 3 * 4
-            assert model._ottt_cuda_graph_step.graph is not None
-
-
-@pytest.mark.cuda
-@cuda_only
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
-@pytest.mark.parametrize("B", [1, 64])
-def test_captured_vgg_matches_eager_on_cuda(B, dtype, tol):
-    for dropout, fc_hw in ((0.0, 1), (0.2, 2)):
-        for mode in ("ottt_a", "sltt"):
-            model = _compare(lambda: _vgg(dropout=dropout, fc_hw=fc_hw), (2, 8, 8), 3, B, mode, device="cuda",
-                             dtype=dtype, tol=tol, calls=3)
-            assert model._ottt_cuda_graph_step.graph is not None
+    make, shape = _CAPTURED[case]
+    for mode in ("ottt_a", "sltt"):
+        before = replays[0]
+        model = _compare(make, shape, 4, B, mode, device="cuda", dtype=dtype, tol=tol, calls=3)
+        assert replays[0] - before == 3 * 4  # every step of every call replayed the graph
+        assert model._ottt_cuda_graph_step.graph is not None
 
 
 @pytest.mark.cuda
