@@ -56,14 +56,14 @@ def optimizer(model, batch):
 
 
 def _step(model, x, y, opt, chain, T):
-    # conv_on_cpu: train_step keeps autograd for convolutional chains on the CPU (no measured gain,
+    # conv_chains: train_step keeps autograd for convolutional chains (no measured gain on the CPU,
     # which is what this script measures for vgg11_ws); lifted here.
-    previous = _chain.enabled, _chain.conv_on_cpu
-    _chain.enabled, _chain.conv_on_cpu = chain, True
+    previous = _chain.enabled, _chain.conv_chains
+    _chain.enabled, _chain.conv_chains = chain, True
     try:
         return train_step(model, x, y, opt, T=T)
     finally:
-        _chain.enabled, _chain.conv_on_cpu = previous
+        _chain.enabled, _chain.conv_chains = previous
 
 
 def check(name, batch):

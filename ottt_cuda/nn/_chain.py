@@ -35,8 +35,8 @@ gradients), and only where nothing could observe the difference: no module hooks
 parameter a leaf that requires grad in the input's dtype, no autocast, no input that
 requires grad, the compiled kernels serving the input, no torch.compile tracing.
 Anything else takes the autograd path (plan() returns None). `enabled = False` turns
-it off (tests compare the two). On the CPU a chain with convolutions keeps autograd too (no
-measured gain there) unless `conv_on_cpu`; the CUDA-graph step takes them everywhere.
+it off (tests compare the two). A chain with convolutions keeps autograd too unless
+`conv_chains` (no measured gain on the CPU; not yet run on a GPU); the CUDA-graph step takes them.
 """
 import torch
 import torch.nn as nn
@@ -49,7 +49,7 @@ from ._autograd import _no_hooks
 from ._state import set_state
 
 enabled = True
-conv_on_cpu = False  # True: convolutional chains on the CPU too (benchmarks/chain_ab.py, tests)
+conv_chains = False  # True: train_step takes chains with convolutions too (benchmarks/chain_ab.py, tests)
 
 _SHAPE_ONLY = (nn.Flatten, nn.Identity)
 # The layer modes whose step backward is local in time: OTTT (weight gradient with the trace) and
@@ -70,9 +70,10 @@ def plan(model, x):
     layers, _reason = check(model, x, deferred=True)
     if layers is None:
         return None
-    if x.device.type == "cpu" and not conv_on_cpu and any(_kind(m) == "conv" for m in layers):
+    if not conv_chains and any(_kind(m) == "conv" for m in layers):
         # On the CPU a convolutional step is its convolutions (~95% of VGG-11's at batch 1): measured
-        # no gain there (benchmarks/results/chain_ab_vgg_cpu.md: 0.92x-1.01x), so it keeps autograd.
+        # no gain there (benchmarks/results/chain_ab_vgg_cpu.md: 0.92x-1.01x); on a GPU, where launches
+        # would make it pay, it has not run yet. So it keeps autograd (the CUDA-graph step takes it).
         return None
     return Chain(layers)
 
