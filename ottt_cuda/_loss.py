@@ -22,6 +22,13 @@ def step_losses(outs, y, T, loss_alpha, onehot):
         return loss.div_(T).to(torch.float64)
 
 
+def check_step_output(u):
+    """The closed forms need one [batch, classes] output per time step: a clear error otherwise."""
+    if u.dim() != 2:
+        raise ValueError(f"the model's output must be [batch, classes] at each time step, got shape "
+                         f"{tuple(u.shape)}")
+
+
 def loss_grad(u, onehot, T, loss_alpha):
     """d step_loss / d u in closed form for one step's output u [B, C] (detached, float32/64) and
     onehot = one_hot(y, C) in u's dtype: ((1-a) (softmax(u) - onehot) / B + a 2 (u - onehot) / (B C)) / T."""

@@ -229,9 +229,7 @@ class _Runner:
     def chain_step(self, chain, x_t):
         """One time step of an nn._chain.Chain: forward, the loss gradient, the chain's backward."""
         out = self._loss(chain.forward(x_t))
-        if out.dim() != 2:
-            raise ValueError(f"the model's output must be [batch, classes] at each time step, got shape "
-                             f"{tuple(out.shape)}")
+        _loss.check_step_output(out)
         chain.backward(self._loss_grad(out))
         self._record(out, None)
 

@@ -49,7 +49,7 @@ def test_bad_arguments_are_refused(capsys):
 
 
 def test_gradients_that_differ_stop_the_benchmark(monkeypatch):
-    backward = chain_ab._chain._lif_backward
-    monkeypatch.setattr(chain_ab._chain, "_lif_backward", lambda saved, g: backward(saved, g) * 1.01)
+    backward = chain_ab._chain.lif_backward
+    monkeypatch.setattr(chain_ab._chain, "lif_backward", lambda saved, g: backward(saved, g) * 1.01)
     with pytest.raises(SystemExit, match="the paths disagree"):
         chain_ab.main(["--models", "r400"] + ARGS)

@@ -58,6 +58,20 @@ def _no_hooks(p):
     return p.is_leaf and not (p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None))
 
 
+def bias_grad(g2):
+    """The bias gradient of rows g2 [rows, out]: their column sum, in float32 at least (float64 stays)."""
+    return g2.sum(0, dtype=torch.float32 if g2.dtype != torch.float64 else g2.dtype)
+
+
+def conv_grads(g, a, weight, has_bias, stride, padding, dilation, groups, need_x, need_w=True, need_b=None):
+    """(grad_x, grad_w, grad_b) of a convolution in one convolution_backward call: the input gradient
+    needs only a's shape, the weight gradient takes `a` (the trace, or the input) as the convolution's
+    input. Shared by Conv2dTrace and the autograd-free steps (nn._chain, nn._graph)."""
+    return torch.ops.aten.convolution_backward(
+        g, a, weight, [weight.shape[0]] if has_bias else None, list(stride), list(padding), list(dilation), False,
+        [0, 0], groups, [need_x, need_w, has_bias if need_b is None else need_b])
+
+
 def _accumulate_or_return(p, grad_of_p, direct):
     """Add grad_of_p to p.grad in place (returning None) when allowed, else return it."""
     target = grad_to_accumulate_into(p) if direct else None
@@ -114,7 +128,7 @@ class LinearTrace(torch.autograd.Function):
                 _fast.outer_accumulate_(gw, g, a, ctx.fast, c)
         if ctx.has_bias and ctx.needs_input_grad[3]:
             g2 = g if g.dim() == 2 else g.reshape(-1, g.shape[-1])
-            gb = g2.sum(0, dtype=torch.float32 if g.dtype != torch.float64 else g.dtype)
+            gb = bias_grad(g2)
             gb = _accumulate_or_return(bias, gb, ctx.direct)
         return gx, None, gw, gb, None, None, None, None
 
@@ -141,11 +155,8 @@ class Conv2dTrace(torch.autograd.Function):
         stride, padding, dilation, groups = ctx.conf
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
         need_b = ctx.has_bias and ctx.needs_input_grad[3]
-        # One call: the input gradient needs only a's shape, the weight gradient
-        # takes the trace `a` as the convolution's input.
-        gx, gw, gb = torch.ops.aten.convolution_backward(
-            g, _as(a, g.dtype), _as(weight, g.dtype), [weight.shape[0]] if ctx.has_bias else None,
-            list(stride), list(padding), list(dilation), False, [0, 0], groups, [need_x, need_w, need_b])
+        gx, gw, gb = conv_grads(g, _as(a, g.dtype), _as(weight, g.dtype), ctx.has_bias, stride, padding, dilation,
+                                groups, need_x, need_w, need_b)
         if gx is not None:
             gx = _as(gx, ctx.x_dtype)
         if gw is not None:

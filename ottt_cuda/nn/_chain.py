@@ -45,13 +45,12 @@ from torch.nn.modules import module as _module
 
 from .. import _validation, ops
 from . import _deferred, _fast, _handoff
-from ._autograd import _no_hooks
+from ._autograd import _no_hooks, conv_grads
 from ._state import set_state
 
 enabled = True
 conv_chains = False  # True: train_step takes chains with convolutions too (benchmarks/chain_ab.py, tests)
 
-_SHAPE_ONLY = (nn.Flatten, nn.Identity)
 # The layer modes whose step backward is local in time: OTTT (weight gradient with the trace) and
 # SLTT (with the input itself; the synapse's _grad_source knows which).
 _MODES = ("ottt", "sltt")
@@ -307,10 +306,10 @@ class Chain:
             elif kind == "conv":
                 g = _conv_backward(m, s, g, below)
             elif kind == "lif":
-                g = _lif_backward(s, g)
+                g = lif_backward(s, g)
             elif kind == "rlif":
                 fwd_in, fwd_rec, lif, mask = s
-                g = _lif_backward(lif, g if mask is None else g * mask)
+                g = lif_backward(lif, g if mask is None else g * mask)
                 if fwd_rec is not None:  # s_prev entered detached: W's gradient only, nothing through time
                     _linear_backward(m.recurrent, fwd_rec, g, False)
                 g = _linear_backward(m.input, fwd_in, g, below)
@@ -344,9 +343,7 @@ def _conv_backward(m, saved, g, below):
     one convolution_backward with the trace as the input; g's input gradient when a layer below needs it."""
     w, a, c = saved
     has_bias = m.bias is not None
-    gx, gw, gb = torch.ops.aten.convolution_backward(
-        g, a, w, [w.shape[0]] if has_bias else None, list(m.stride), list(m.padding), list(m.dilation), False,
-        [0, 0], m.groups, [below, True, has_bias])
+    gx, gw, gb = conv_grads(g, a, w, has_bias, m.stride, m.padding, m.dilation, m.groups, below)
     if c != 1.0:  # the convolution ran on a, the trace is c a (_handoff)
         gw = gw.mul_(c)
     _deferred._add_to_grad(w, gw)
@@ -365,7 +362,8 @@ def pool_backward(m, x, g):
                                               m.divisor_override)
 
 
-def _lif_backward(saved, g):
+def lif_backward(saved, g):
+    """The LIF step's input gradient from the h and the kernel arguments its forward saved."""
     h, args = saved
     tau, v_th, _v_reset, decay_input, _td, surrogate, alpha = args
     return ops._Compiled.lif_step_bwd(g, h, None, tau, v_th, decay_input, surrogate, alpha)

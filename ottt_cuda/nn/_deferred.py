@@ -17,6 +17,7 @@ rows are dropped, like the rest of the step's gradient.
 import torch
 
 from . import _fast
+from ._autograd import bias_grad
 
 
 class DeferredWeightGrad:
@@ -57,7 +58,7 @@ class DeferredWeightGrad:
                          lambda grad: _fast.outer_accumulate_(grad, g, a, _fast.compiled(weight)))
             if bias is not None:
                 # Summed in float32 at least, as the per-step bias gradient (LinearTrace.backward).
-                gb = g.sum(0, dtype=torch.float32 if g.dtype != torch.float64 else g.dtype).to(bias.dtype)
+                gb = bias_grad(g).to(bias.dtype)
                 _add_to_grad(bias, gb)
 
     def drop(self):

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from .. import _loss, ops
 from . import _chain
+from ._autograd import bias_grad, conv_grads
 from ._state import set_state
 from .ws import standardize_backward
 
@@ -109,9 +110,7 @@ class _Synapse:
         w_grad = self.w_hat_grad if self.ws else m.weight.grad
         if self.conv:
             has_bias = m.bias is not None
-            gx, gw, gb = torch.ops.aten.convolution_backward(
-                g, a, self.weight(), [w_grad.shape[0]] if has_bias else None, list(m.stride), list(m.padding),
-                list(m.dilation), False, [0, 0], m.groups, [below, True, has_bias])
+            gx, gw, gb = conv_grads(g, a, self.weight(), has_bias, m.stride, m.padding, m.dilation, m.groups, below)
             w_grad.add_(gw)
             if has_bias:
                 m.bias.grad.add_(gb)
@@ -119,8 +118,7 @@ class _Synapse:
         g2 = g.reshape(-1, g.shape[-1])
         w_grad.addmm_(g2.t(), a.reshape(-1, a.shape[-1]))
         if m.bias is not None:
-            m.bias.grad.add_(g2.sum(0, dtype=torch.float32 if g2.dtype != torch.float64 else g2.dtype)
-                             .to(m.bias.dtype))
+            m.bias.grad.add_(bias_grad(g2).to(m.bias.dtype))
         return g.matmul(self.weight()) if below else None
 
     def write_back(self):
@@ -151,8 +149,7 @@ class _Neuron:
         return spike, hh
 
     def backward(self, g, hh):
-        tau, v_th, _v_reset, decay_input, _td, surrogate, alpha = self.args
-        return ops._Compiled.lif_step_bwd(g, hh, None, tau, v_th, decay_input, surrogate, alpha)
+        return _chain.lif_backward((hh, self.args), g)
 
     def write_back(self):
         set_state(self.m, "v", self.v.clone())
@@ -270,10 +267,9 @@ class StaticStep:
     sequence (and does the once-per-call work before the steps), settle() ends it; run() reads
     self.x and self.onehot / self.y_index, updates the states, the gradients, out_sum and loss_sum."""
 
-    def __init__(self, layers, x_example, T, loss_alpha):
-        self.layers = layers
+    def __init__(self, layers, slots, x_example, T, loss_alpha):
+        self.layers, self.slots = layers, slots  # slots: _slots(layers), fresh
         self.kinds, self.grad_from = _chain.layer_kinds(layers)
-        self.slots = [_slot(m, k) for m, k in zip(layers, self.kinds)]
         self.T, self.alpha = T, float(loss_alpha)
         self.x = torch.empty_like(x_example, memory_format=torch.contiguous_format)
         self.out_sum = self.loss_sum = self.onehot = self.y_index = self.y_max = None
@@ -365,9 +361,7 @@ class StaticStep:
     def _loss(self, u):
         """Adds the step's output and loss to out_sum / loss_sum; returns d loss / d u (the same
         functions, ottt_cuda._loss, as train_step's own loop)."""
-        if u.dim() != 2:
-            raise ValueError(f"the model's output must be [batch, classes] at each time step, got shape "
-                             f"{tuple(u.shape)}")
+        _loss.check_step_output(u)
         B, C = u.shape
         if self.out_sum is None:  # the first run (eager, before any capture)
             self._check_classes(C)
@@ -380,10 +374,14 @@ class StaticStep:
         return _loss.loss_grad(u, self.onehot, self.T, self.alpha)
 
 
-def _key(layers, kinds, x0, T, loss_alpha, y):
+def _slots(layers):
+    kinds, _ = _chain.layer_kinds(layers)
+    return [_slot(m, k) for m, k in zip(layers, kinds)]
+
+
+def _key(layers, slots, x0, T, loss_alpha, y):
     """What a captured step depends on: shapes, the layers and the settings their slots read once,
     the addresses of the parameters and their .grad (a replay reads and writes exactly those)."""
-    slots = [_slot(m, k) for m, k in zip(layers, kinds)]
     ptrs = [(p.data_ptr(), p.grad.data_ptr()) for p in _params(slots)]
     return (tuple(x0.shape), x0.dtype, x0.device, T, float(loss_alpha), tuple(y.shape), tuple(id(m) for m in layers),
             tuple(_slot_settings(s) for s in slots), tuple(ptrs))
@@ -426,14 +424,14 @@ def run(model, layers, x_at, y, T, loss_alpha, y_max, capture):
     """T steps of `layers` on x_at(0..T-1): returns (loss float64, output sum), as train_step's
     step loop does. capture=True: through a CUDA graph kept on `model` (captured on first use)."""
     x0 = x_at(0)
-    kinds, _ = _chain.layer_kinds(layers)
-    for p in _params([_slot(m, k) for m, k in zip(layers, kinds)]):
+    slots = _slots(layers)  # their settings key the capture; they serve a new step if one is built
+    for p in _params(slots):
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    key = _key(layers, kinds, x0, T, loss_alpha, y)
+    key = _key(layers, slots, x0, T, loss_alpha, y)
     step = getattr(model, _CACHE_ATTR, None)
     if step is None or step.built_for != key:
-        step = StaticStep(layers, x0, T, loss_alpha)
+        step = StaticStep(layers, slots, x0, T, loss_alpha)
         step.built_for = key  # the settings and addresses it was built (and captured) for
         step.graph = None
         object.__setattr__(model, _CACHE_ATTR, step)
