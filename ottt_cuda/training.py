@@ -281,9 +281,10 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
     loss (or, without a scaler, any gradient) is NaN/Inf; nothing is stepped then
     (under "ottt_o", earlier time steps of the same call were already stepped).
     cuda_graph=True (input on a CUDA device, mode "ottt_a" or "sltt", no amp/chunk): one time step is
-    captured as a CUDA graph on the first call per input shape and replayed T times per call (nn._graph);
-    the model must be a plain nn.Sequential of ottt_cuda.nn.Linear / LIF and nn.Flatten / Identity
-    (ValueError naming what is not). Gradients are zeroed in place there (zero_grad(set_to_none=False)).
+    captured as a CUDA graph on the first call per input shape and replayed T times per call (nn._graph;
+    up to four captured steps kept per model); the model must be a chain nn._chain takes (an
+    nn.Sequential of ottt_cuda.nn layers, models.R400, the paper's VGG: ValueError naming what is not).
+    Gradients are zeroed in place there (zero_grad(set_to_none=False)).
     """
     if mode not in TRAIN_MODES:
         raise ValueError(f"mode must be one of {TRAIN_MODES}, got {mode!r}")

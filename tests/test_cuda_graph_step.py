@@ -16,7 +16,6 @@ import torch.nn as tnn
 
 from ottt_cuda import _backend
 from ottt_cuda import nn as onn
-from ottt_cuda.models import r400
 from ottt_cuda.nn import _graph
 from ottt_cuda.training import train_step
 from _chain_models import deep, lif_first as _lif_first, make_input as _input, mlp as _mlp, r400_small as _r400
@@ -144,25 +143,69 @@ def test_unfused_model_matches(eager_graph):
     _compare(make, (8,), 5, 3)
 
 
+def _latest(model):
+    """The step train_step used last (the model keeps up to _graph._KEEP, most recent last)."""
+    return list(model._ottt_cuda_graph_steps.values())[-1]
+
+
 @needs_compiled_cpu
 def test_the_step_is_kept_and_rebuilt_when_it_must_be(eager_graph):
     model = _mlp()
     x, y = _input((3, 4), 3, 2)
     train_step(model, x, y, None, T=3, sequence=True, cuda_graph=True)
-    first = model._ottt_cuda_graph_step
+    first = _latest(model)
     train_step(model, x, y, None, T=3, sequence=True, cuda_graph=True)
-    assert model._ottt_cuda_graph_step is first  # same shapes, settings and tensors: reused
+    assert _latest(model) is first  # same shapes, settings and tensors: reused
     model[2].tau = 3.0
     train_step(model, x, y, None, T=3, sequence=True, cuda_graph=True)
-    assert model._ottt_cuda_graph_step is not first  # a changed setting: built again
-    second = model._ottt_cuda_graph_step
+    assert _latest(model) is not first  # a changed setting: built again
+    second = _latest(model)
     train_step(model, x[:, :1], y[:1], None, T=3, sequence=True, cuda_graph=True)
-    assert model._ottt_cuda_graph_step is not second  # another batch size
-    third = model._ottt_cuda_graph_step
+    assert _latest(model) is not second  # another batch size
+    third = _latest(model)
     old = model[1].weight.grad
     model[1].weight.grad = old.clone()  # another tensor at another address (the old one still alive)
     train_step(model, x[:, :1], y[:1], None, T=3, sequence=True, cuda_graph=True)
-    assert model._ottt_cuda_graph_step is not third  # the graph would write the old .grad
+    assert _latest(model) is not third  # the graph would write the old .grad
+
+
+@needs_compiled_cpu
+def test_a_step_is_kept_per_batch_size(eager_graph, monkeypatch):
+    # An epoch whose last batch is smaller alternates two shapes: each keeps its step (one capture
+    # each on a GPU), and every call still equals the eager path.
+    built = []
+    init = _graph.StaticStep.__init__
+
+    def counted(self, *args, **kwargs):
+        built.append(args[2].shape[0])  # x0's batch
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(_graph.StaticStep, "__init__", counted)
+    model = _r400().double()
+    other = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    opt_other = torch.optim.SGD(other.parameters(), lr=0.05, momentum=0.9)
+    x, y = _input((1, 6, 6), 3, 4, dtype=torch.float64)
+    for i, b in enumerate([4, 3, 4, 3, 4]):
+        torch.manual_seed(i)
+        got = train_step(model, x[:, :b], y[:b], opt, T=3, sequence=True, cuda_graph=True)
+        torch.manual_seed(i)
+        want = train_step(other, x[:, :b], y[:b], opt_other, T=3, sequence=True)
+        torch.testing.assert_close(got[0], want[0], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got[1], want[1], rtol=1e-10, atol=1e-12)
+    assert built == [4, 3]
+    for p, q in zip(model.parameters(), other.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+    # more keys than are kept: the least recently used goes first
+    for b in (2, 1, 4):
+        train_step(model, x[:, :b], y[:b], opt, T=3, sequence=True, cuda_graph=True)
+    assert built == [4, 3, 2, 1] and len(model._ottt_cuda_graph_steps) == _graph._KEEP
+    train_step(model, x[:, :3], y[:3], opt, T=3, sequence=True, cuda_graph=True)
+    assert built == [4, 3, 2, 1]  # still kept
+    train_step(model, x[:2, :1], y[:1], opt, T=2, sequence=True, cuda_graph=True)  # a fifth key
+    assert built == [4, 3, 2, 1, 1] and len(model._ottt_cuda_graph_steps) == _graph._KEEP
+    train_step(model, x[:, :2], y[:2], opt, T=3, sequence=True, cuda_graph=True)
+    assert built == [4, 3, 2, 1, 1, 2]  # batch 2 was the least recently used: built again
 
 
 def test_cpu_input_is_refused():
@@ -280,7 +323,7 @@ def test_captured_step_matches_eager_on_cuda(case, B, dtype, tol, monkeypatch):
         before = replays[0]
         model = _compare(make, shape, 4, B, mode, device="cuda", dtype=dtype, tol=tol, calls=3)
         assert replays[0] - before == 3 * 4  # every step of every call replayed the graph
-        assert model._ottt_cuda_graph_step.graph is not None
+        assert _latest(model).graph is not None
 
 
 @pytest.mark.cuda
@@ -294,12 +337,12 @@ def test_recapture_after_a_setting_changes_on_cuda():
     got = _train(model, x, y, 3, True, True, "ottt_a")
     want = _train(other, x, y, 3, False, True, "ottt_a")
     _same(got, want, 1e-10)
-    first = model._ottt_cuda_graph_step
+    first = _latest(model)
     for m in (model, other):
         m[2].v_th = 0.3
     got = _train(model, x, y, 3, True, True, "ottt_a")
     want = _train(other, x, y, 3, False, True, "ottt_a")
-    assert model._ottt_cuda_graph_step is not first
+    assert _latest(model) is not first
     _same(got, want, 1e-10)
 
 

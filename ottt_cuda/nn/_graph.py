@@ -24,10 +24,12 @@ itself is new.
 
 A captured step is kept on the model for the input shape, dtype, T, loss_alpha, the
 layers' settings and the addresses of the parameters and their .grad; anything else
-captures again. Under cuda_graph=True, train_step zeroes gradients in place
+captures again. Up to _KEEP steps are kept, the least recently used dropped first. Under cuda_graph=True, train_step zeroes gradients in place
 (optimizer.zero_grad(set_to_none=False)) and gives a parameter without one a zero
 .grad, since the graph writes into those tensors.
 """
+import collections
+
 import torch
 import torch.nn.functional as F
 
@@ -37,7 +39,11 @@ from ._autograd import bias_grad, conv_grads
 from ._state import set_state
 from .ws import standardize_backward
 
-_CACHE_ATTR = "_ottt_cuda_graph_step"
+_CACHE_ATTR = "_ottt_cuda_graph_steps"
+# Captured steps kept per model, most recent last: a data set whose size is not a multiple of the
+# batch ends every epoch on a smaller batch, and evicting on every shape change would capture twice
+# per epoch. Each kept step holds one time step's buffers (and its graph's memory pool).
+_KEEP = 4
 
 
 class _Synapse:
@@ -429,12 +435,17 @@ def run(model, layers, x_at, y, T, loss_alpha, y_max, capture):
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     key = _key(layers, slots, x0, T, loss_alpha, y)
-    step = getattr(model, _CACHE_ATTR, None)
-    if step is None or step.built_for != key:
+    steps = model.__dict__.get(_CACHE_ATTR)
+    if steps is None:
+        steps = collections.OrderedDict()
+        object.__setattr__(model, _CACHE_ATTR, steps)
+    step = steps.pop(key, None)
+    if step is None:
         step = StaticStep(layers, slots, x0, T, loss_alpha)
-        step.built_for = key  # the settings and addresses it was built (and captured) for
         step.graph = None
-        object.__setattr__(model, _CACHE_ATTR, step)
+        while len(steps) >= _KEEP:
+            steps.popitem(last=False)
+    steps[key] = step  # the settings and addresses it was built (and captured) for
     step.set_targets(y, y_max)
     if capture and step.graph is None:
         _capture(step, x0)

@@ -18,6 +18,9 @@ from .recipes import DATASETS, RECIPES, ConfigError
 
 EXIT_DIVERGED = 3  # the loss became NaN/Inf (2: bad options, data or checkpoint)
 MODELS = ("r400", "r_small", "vgg11_ws", "vgg11f_ws", "nf_resnet34")
+# The models whose time step train_step(cuda_graph=True) can capture (nn._graph); VGG-F's feedback
+# between time steps and NF-ResNet's blocks are not in the fixed-buffer step.
+GRAPH_MODELS = ("r400", "r_small", "vgg11_ws")
 
 
 def parser():
@@ -51,6 +54,10 @@ def parser():
     a("--memory-budget", metavar="SIZE", help="with --chunk auto: bytes a training step may keep for backward "
                                              "(state + saved tensors), e.g. 6GB (10^9), 512MiB (2^20), 1e9")
     a("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast precision")
+    a("--cuda-graph", action="store_true", help="OTTT_A/SLTT on a CUDA device: capture one training time step as a "
+                                                "CUDA graph and replay it T times per batch (same gradients as "
+                                                "without; models " + ", ".join(GRAPH_MODELS) + "; not with --amp "
+                                                "or --chunk)")
     a("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     a("--data-dir", help="where the data set lives. fmnist: the 4 IDX files; cifar10/100: torchvision's folder; "
                          "imagenet: train/<class>/*.JPEG and val/<class>/*.JPEG; cifar10dvs/dvsgesture: "
@@ -118,6 +125,7 @@ def resolve(args):
         "loss_alpha": args.loss_alpha if args.loss_alpha is not None else r.loss_alpha,
         "k": (args.k if args.k is not None else (T + 1) // 2) if mode == "sltt_k" else None,
         "chunk": args.chunk, "memory_budget": _budget(args, mode), "amp": None if args.amp == "none" else args.amp,
+        "cuda_graph": args.cuda_graph,
         "device": args.device, "data_dir": args.data_dir,
         "out_dir": args.out_dir or f"runs/{args.dataset}-{mode}",
         "seed": args.seed, "workers": args.workers if args.workers is not None else r.workers,
@@ -182,6 +190,8 @@ def _check_ranges(cfg, args):
         bad("--loss-alpha", f"must be in [0, 1], got {cfg['loss_alpha']}")
     if args.k is not None and cfg["mode"] != "sltt_k":
         bad("--k", f"is only used with --mode sltt_k (this run uses {cfg['mode']})")
+    if cfg["cuda_graph"]:
+        _check_cuda_graph(cfg, bad)
     if cfg["device"] is not None:
         try:
             dev = torch.device(cfg["device"])
@@ -200,6 +210,22 @@ def _check_ranges(cfg, args):
     if parent != out and not os.path.isdir(parent):
         bad("--out-dir", f"{cfg['out_dir']}: {parent} is a file, so the directory cannot be created")
     # --data-dir is checked by the data set's loader, whose message says how to get the data.
+
+
+def _check_cuda_graph(cfg, bad):
+    """--cuda-graph: what the captured step cannot do is refused here, before any data is read (the
+    device is checked again once chosen: ottt_cuda.train.runner.pick_device)."""
+    if cfg["mode"] not in ("ottt_a", "sltt"):
+        bad("--cuda-graph", f"works with --mode ottt_a or sltt, not {cfg['mode']}")
+    if cfg["amp"] is not None:
+        bad("--cuda-graph", f"does not work with --amp {cfg['amp']} (the captured step runs in the model's dtype)")
+    if cfg["chunk"] is not None:
+        bad("--cuda-graph", f"replays one time step at a time; it does not work with --chunk {cfg['chunk']}")
+    if cfg["model"] not in GRAPH_MODELS:
+        bad("--cuda-graph", f"captures the models {', '.join(GRAPH_MODELS)}; {cfg['model']} holds layers the "
+                            "captured step cannot replay")
+    if cfg["device"] is not None and not str(cfg["device"]).startswith("cuda"):
+        bad("--cuda-graph", f"needs a CUDA device, got --device {cfg['device']}")
 
 
 def main(argv=None):

@@ -79,6 +79,8 @@ def pick_device(cfg, d):
         if d.enabled or dev.index is None:
             dev = torch.device("cuda", d.local_rank if d.enabled else torch.cuda.current_device())
         torch.cuda.set_device(dev)
+    if cfg.get("cuda_graph") and dev.type != "cuda":
+        raise ConfigError(f"--cuda-graph needs a CUDA device; torch sees none, so this run would be on {dev.type}")
     return dev
 
 
@@ -149,7 +151,7 @@ def run_epoch(model, loader, optimizer, scaler, cfg, device, sequence, epoch, d)
             loss, out = train_step(model, x, y, optimizer, T=cfg["T"], mode=cfg["mode"],
                                    loss_alpha=cfg["loss_alpha"], chunk=cfg["chunk"], k=cfg["k"], amp=cfg["amp"],
                                    scaler=scaler, sequence=sequence, check_finite=True,
-                                   memory_budget=cfg.get("memory_budget"))
+                                   memory_budget=cfg.get("memory_budget"), cuda_graph=cfg.get("cuda_graph", False))
         except NonFiniteLossError as e:
             bar.close()
             raise TrainingDiverged(f"non-finite loss: stopped at epoch {epoch + 1}, step {i + 1} of {n_batches}: "
@@ -349,7 +351,7 @@ def _result(cfg, d, device, out_dir, ckpt_path, epochs_done, test_acc, best, tra
             "test_acc": test_acc, "best_test_acc": best, "train_time_s": train_time,
             "epoch_time_s": (sum(epoch_times) / len(epoch_times)) if epoch_times else None,
             "batch": cfg["batch"], "lr": cfg["lr"], "wd": cfg["wd"], "world_size": d.world,
-            "chunk": _chosen_chunk(cfg, model),
+            "chunk": _chosen_chunk(cfg, model), "cuda_graph": bool(cfg.get("cuda_graph")),
             "device": str(device), "out_dir": out_dir,
             "checkpoint": ckpt_path if os.path.exists(ckpt_path) else None}
 
