@@ -145,7 +145,7 @@ def test_unfused_model_matches(eager_graph):
 
 def _latest(model):
     """The step train_step used last (the model keeps up to _graph._KEEP, most recent last)."""
-    return list(model._ottt_cuda_graph_steps.values())[-1]
+    return _graph.kept_steps(model)[-1]
 
 
 @needs_compiled_cpu
@@ -167,6 +167,38 @@ def test_the_step_is_kept_and_rebuilt_when_it_must_be(eager_graph):
     model[1].weight.grad = old.clone()  # another tensor at another address (the old one still alive)
     train_step(model, x[:, :1], y[:1], None, T=3, sequence=True, cuda_graph=True)
     assert _latest(model) is not third  # the graph would write the old .grad
+
+
+@needs_compiled_cpu
+@pytest.mark.parametrize("make,shape", [(_r400, (1, 6, 6)), (_mlp, (3, 4))], ids=["r400", "sequential"])
+def test_kept_steps_stay_off_the_model(eager_graph, make, shape):
+    # A CUDA graph cannot be copied or pickled: the kept steps live beside the model, so a copy, a
+    # pickle or torch.save of a trained model never meets one, and they go when the model goes.
+    import gc
+    import io
+    import pickle
+    model = make().double()
+    x, y = _input(shape, 3, 2, dtype=torch.float64)
+    train_step(model, x, y, None, T=3, sequence=True, cuda_graph=True)
+    assert len(_graph.kept_steps(model)) == 1
+    twin = copy.deepcopy(model)
+    assert _graph.kept_steps(twin) == []
+    assert _graph.kept_steps(pickle.loads(pickle.dumps(model))) == []
+    torch.save(model, io.BytesIO())
+    # the copy trains as the original does (its own step, built on its own parameters)
+    for p in (*model.parameters(), *twin.parameters()):
+        p.grad = None
+    torch.manual_seed(3)
+    got = train_step(twin, x, y, None, T=3, sequence=True, cuda_graph=True)
+    torch.manual_seed(3)
+    want = train_step(model, x, y, None, T=3, sequence=True, cuda_graph=True)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for p, q in zip(twin.parameters(), model.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12)
+    kept = len(_graph._STEPS)
+    del model, twin
+    gc.collect()
+    assert len(_graph._STEPS) == kept - 2  # nothing kept a model alive
 
 
 @needs_compiled_cpu
@@ -199,11 +231,11 @@ def test_a_step_is_kept_per_batch_size(eager_graph, monkeypatch):
     # more keys than are kept: the least recently used goes first
     for b in (2, 1, 4):
         train_step(model, x[:, :b], y[:b], opt, T=3, sequence=True, cuda_graph=True)
-    assert built == [4, 3, 2, 1] and len(model._ottt_cuda_graph_steps) == _graph._KEEP
+    assert built == [4, 3, 2, 1] and len(_graph.kept_steps(model)) == _graph._KEEP
     train_step(model, x[:, :3], y[:3], opt, T=3, sequence=True, cuda_graph=True)
     assert built == [4, 3, 2, 1]  # still kept
     train_step(model, x[:2, :1], y[:1], opt, T=2, sequence=True, cuda_graph=True)  # a fifth key
-    assert built == [4, 3, 2, 1, 1] and len(model._ottt_cuda_graph_steps) == _graph._KEEP
+    assert built == [4, 3, 2, 1, 1] and len(_graph.kept_steps(model)) == _graph._KEEP
     train_step(model, x[:, :2], y[:2], opt, T=3, sequence=True, cuda_graph=True)
     assert built == [4, 3, 2, 1, 1, 2]  # batch 2 was the least recently used: built again
 

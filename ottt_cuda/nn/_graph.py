@@ -29,6 +29,7 @@ captures again. Up to _KEEP steps are kept, the least recently used dropped firs
 .grad, since the graph writes into those tensors.
 """
 import collections
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +40,18 @@ from ._autograd import bias_grad, conv_grads
 from ._state import set_state
 from .ws import standardize_backward
 
-_CACHE_ATTR = "_ottt_cuda_graph_steps"
 # Captured steps kept per model, most recent last: a data set whose size is not a multiple of the
 # batch ends every epoch on a smaller batch, and evicting on every shape change would capture twice
-# per epoch. Each kept step holds one time step's buffers (and its graph's memory pool).
+# per epoch. Each kept step holds one time step's buffers (and its graph's memory pool). They live
+# here, not on the model, so that copy.deepcopy / pickle / torch.save of a model never meet a CUDA
+# graph (which cannot be copied) and a copy starts without them; they go with the model.
 _KEEP = 4
+_STEPS = weakref.WeakKeyDictionary()
+
+
+def kept_steps(model):
+    """The model's captured steps (least recently used first); empty if none."""
+    return list(_STEPS.get(model, {}).values())
 
 
 class _Synapse:
@@ -435,10 +443,9 @@ def run(model, layers, x_at, y, T, loss_alpha, y_max, capture):
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     key = _key(layers, slots, x0, T, loss_alpha, y)
-    steps = model.__dict__.get(_CACHE_ATTR)
+    steps = _STEPS.get(model)
     if steps is None:
-        steps = collections.OrderedDict()
-        object.__setattr__(model, _CACHE_ATTR, steps)
+        steps = _STEPS[model] = collections.OrderedDict()
     step = steps.pop(key, None)
     if step is None:
         step = StaticStep(layers, slots, x0, T, loss_alpha)
