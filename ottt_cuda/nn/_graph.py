@@ -22,9 +22,10 @@ skips the recurrent synapse). The same code runs eagerly (capture=False) on any 
 tests compare it with the autograd path in float64, so on a GPU only the capture
 itself is new.
 
-A captured step is kept on the model for the input shape, dtype, T, loss_alpha, the
-layers' settings and the addresses of the parameters and their .grad; anything else
-captures again. Up to _KEEP steps are kept, the least recently used dropped first. Under cuda_graph=True, train_step zeroes gradients in place
+A captured step is kept for the model (beside it, in _STEPS, not on it) per input shape,
+dtype, T, loss_alpha, the layers' settings and the addresses of the parameters and their
+.grad; anything else captures again. Up to _KEEP steps are kept per model, the least
+recently used dropped first. Under cuda_graph=True, train_step zeroes gradients in place
 (optimizer.zero_grad(set_to_none=False)) and gives a parameter without one a zero
 .grad, since the graph writes into those tensors.
 """
