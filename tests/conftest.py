@@ -122,3 +122,17 @@ def restore_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def graph_replays(monkeypatch):
+    """Counts CUDA-graph replays (torch.cuda.CUDAGraph.replay calls) during a test: a one-element list."""
+    count = [0]
+    replay = torch.cuda.CUDAGraph.replay
+
+    def counted(self):
+        count[0] += 1
+        return replay(self)
+
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", counted)
+    return count

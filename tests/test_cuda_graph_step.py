@@ -341,15 +341,8 @@ _CAPTURED = {  # model, input shape per sample
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 @pytest.mark.parametrize("B", [1, 300])
 @pytest.mark.parametrize("case", sorted(_CAPTURED))
-def test_captured_step_matches_eager_on_cuda(case, B, dtype, tol, monkeypatch):
-    replays = [0]
-    replay = torch.cuda.CUDAGraph.replay
-
-    def counted(self):
-        replays[0] += 1
-        return replay(self)
-
-    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", counted)
+def test_captured_step_matches_eager_on_cuda(case, B, dtype, tol, graph_replays):
+    replays = graph_replays
     make, shape = _CAPTURED[case]
     for mode in ("ottt_a", "sltt"):
         before = replays[0]

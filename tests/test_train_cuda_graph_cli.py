@@ -81,15 +81,8 @@ class _OnCuda:
 
 @pytest.mark.cuda
 @cuda_only
-def test_a_captured_run_trains_the_same_model_on_cuda(tmp_path, capsys, monkeypatch):
-    replays = [0]
-    replay = torch.cuda.CUDAGraph.replay
-
-    def counted(self):
-        replays[0] += 1
-        return replay(self)
-
-    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", counted)
+def test_a_captured_run_trains_the_same_model_on_cuda(tmp_path, capsys, graph_replays):
+    replays = graph_replays
     argv = ARGV + ["--device", "cuda"]
     rc, _, err = run_cli(argv + ["--out-dir", str(tmp_path / "plain")], capsys)
     assert rc == 0, err
