@@ -33,6 +33,56 @@ def test_standardize_backward_equals_autograd_of_the_reference(shape, with_gain)
         assert gg is None
 
 
+_WS_MAKERS = {"linear": lambda: onn.WSLinear(7, 5), "conv": lambda: onn.WSConv2d(3, 4, 3, padding=1),
+              "no_gain": lambda: onn.WSLinear(7, 5, gain=False)}
+
+
+@pytest.mark.parametrize("kind,trained", [(k, t) for k in ("linear", "conv") for t in ("both", "weight", "gain")]
+                         + [("no_gain", "weight")])
+def test_per_call_standardization_equals_autograd_of_the_reference(kind, trained):
+    """Without hoisting (OTTT_O, a user's loop) the synapse standardizes on every call through
+    _Standardized (closed-form backward); its value and gradients equal the reference's autograd."""
+    torch.manual_seed(0)
+    m = _WS_MAKERS[kind]().double()
+    with torch.no_grad():
+        m.weight.add_(0.3)  # rows with a nonzero mean
+        if m.gain is not None:
+            m.gain.uniform_(0.5, 1.5)
+    if trained == "weight" and m.gain is not None:
+        m.gain.requires_grad_(False)
+    if trained == "gain":
+        m.weight.requires_grad_(False)
+    w_hat = m.standardized_weight()
+    ref_w = m.weight.detach().clone().requires_grad_(m.weight.requires_grad)
+    ref_g = (m.gain.detach().clone().requires_grad_(m.gain.requires_grad) if m.gain is not None
+             else torch.ones((m.weight.shape[0],) + (1,) * (m.weight.dim() - 1), dtype=torch.float64))
+    want = ref_standardize(ref_w, ref_g, m.eps)
+    assert rel_err(w_hat.detach(), want.detach()) <= 1e-12
+    assert w_hat.grad_fn is not None and type(w_hat.grad_fn).__name__ == "_StandardizedBackward"
+    grad = torch.randn_like(want)
+    (w_hat * grad).sum().backward()
+    (want * grad).sum().backward()
+    for p, ref in ((m.weight, ref_w), (m.gain, ref_g)):
+        if p is None:
+            continue
+        if p.requires_grad:
+            assert rel_err(p.grad, ref.grad) <= 1e-10
+        else:
+            assert p.grad is None
+
+
+def test_per_call_standardization_refuses_a_second_derivative_and_skips_the_graph_without_grad():
+    lin = onn.WSLinear(4, 3).double()
+    w_hat = lin.standardized_weight()
+    (g,) = torch.autograd.grad((w_hat ** 2).sum(), lin.weight, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward|once_differentiable|differentiable"):
+        g.sum().backward()
+    with torch.no_grad():
+        assert lin.standardized_weight().grad_fn is None
+    lin.requires_grad_(False)
+    assert lin.standardized_weight().grad_fn is None
+
+
 def test_hoisted_ws_gradient_with_existing_grad_and_with_a_hook():
     """unhoist adds to an existing .grad, and a parameter with a hook still has it called."""
     torch.manual_seed(0)

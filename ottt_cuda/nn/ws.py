@@ -10,7 +10,8 @@ leaf (computed without a graph); its gradient accumulates over the T steps
 and is back-propagated through the standardization once, at the end, in closed
 form from the row statistics (`hoisted`, `standardize_backward`). Exact, because
 the sum over t commutes with the standardization's (linear) Jacobian. Without
-hoisting (OTTT_O, or a user's own loop) every call re-standardizes.
+hoisting (OTTT_O, or a user's own loop) every call re-standardizes, with the same closed-form
+backward (`_Standardized`).
 """
 import contextlib
 
@@ -76,6 +77,28 @@ def standardize_backward(weight, gain, mean, scale, grad):
         return c.sub_(c.mean(dims, keepdim=True)), (None if gain is None else r)
 
 
+class _Standardized(torch.autograd.Function):
+    """W_hat = standardize(weight, gain, eps) with the closed-form backward (standardize_backward)
+    instead of autograd's chain of divisions and products: what a WS synapse computes on every call
+    where the weights change within a training step (OTTT_O steps the optimizer every time step).
+    Forward keeps only the two [out] row statistics (the chain keeps weight-sized temporaries);
+    backward is 4 passes over the weight. First-order only (the hoisted path is too)."""
+
+    @staticmethod
+    def forward(ctx, weight, gain, eps):
+        centered, mean, scale = _row_stats(weight, eps)
+        ctx.save_for_backward(weight, gain, mean, scale)
+        return centered.mul_(1.0 / scale if gain is None else gain / scale)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        weight, gain, mean, scale = ctx.saved_tensors
+        grad_w, grad_gain = standardize_backward(weight, gain, mean, scale, grad)
+        return (grad_w if ctx.needs_input_grad[0] else None,
+                grad_gain if ctx.needs_input_grad[1] else None, None)
+
+
 class _WS:
     def _init_ws(self, gain, eps):
         self.eps = _validation.number(eps, "eps", low=0.0, low_open=True)
@@ -86,7 +109,10 @@ class _WS:
         self._hoisted = None
 
     def standardized_weight(self):
-        return standardize(self.weight, self.gain, self.eps)
+        if torch.is_grad_enabled() and (self.weight.requires_grad or
+                                        (self.gain is not None and self.gain.requires_grad)):
+            return _Standardized.apply(self.weight, self.gain, self.eps)
+        return self.standardized_without_graph()[0]
 
     def _weights(self):
         if self._hoisted is not None:
