@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+import ottt_cuda
 from ottt_cuda import _backend
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,11 +25,18 @@ KERNELS = {"_lif_step_fwd_kernel", "_lif_step_bwd_kernel", "_lif_multistep_fwd_k
            "_trace_kernel", "_outer_small_kernel", "_outer_gemm_kernel"}
 
 
+def _run(interpret):
+    # The subprocess imports the ottt_cuda this test imported (a source tree on sys.path, or an install).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(ottt_cuda.__file__)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, TRITON_INTERPRET=interpret, PYTHONPATH=path)
+    return subprocess.run([sys.executable, os.path.join(HERE, "_triton_sm90.py")], env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ, TRITON_INTERPRET="0")  # compiled kernels: the interpreter's do not compile
-    r = subprocess.run([sys.executable, os.path.join(HERE, "_triton_sm90.py")], env=env, capture_output=True,
-                       text=True, timeout=900)
+    r = _run("0")  # compiled kernels: the interpreter's do not compile
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -74,7 +82,5 @@ def test_the_gemm_kernel_takes_the_half_types_on_tensor_cores(report):
 
 
 def test_it_runs_only_without_the_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run([sys.executable, os.path.join(HERE, "_triton_sm90.py")], env=env, capture_output=True,
-                       text=True, timeout=120)
+    r = _run("1")
     assert r.returncode != 0 and "TRITON_INTERPRET" in r.stderr
