@@ -47,6 +47,8 @@ from .ws import standardize_backward
 # here, not on the model, so that copy.deepcopy / pickle / torch.save of a model never meet a CUDA
 # graph (which cannot be copied) and a copy starts without them; they go with the model.
 _KEEP = 4
+# The training modes whose step is local in time (captured once, replayed T times).
+MODES = ("ottt_a", "sltt")
 _STEPS = weakref.WeakKeyDictionary()
 
 
@@ -404,7 +406,7 @@ def _key(layers, slots, x0, T, loss_alpha, y):
 
 def check_request(model, x, mode, amp, scaler, chunk, k):
     """train_step(cuda_graph=True)'s arguments: a clear error for anything it cannot capture."""
-    if mode not in ("ottt_a", "sltt"):
+    if mode not in MODES:
         raise ValueError(f"cuda_graph=True supports mode 'ottt_a' or 'sltt', got mode {mode!r}")
     if amp is not None or scaler is not None:
         raise ValueError("cuda_graph=True does not support amp or a GradScaler")

@@ -56,6 +56,14 @@ def _row_stats(weight, eps):
     return centered, mean, torch.sqrt(sum_sq / (fan_in - 1) * fan_in + eps)
 
 
+def _standardized_and_stats(weight, gain, eps):
+    """(W_hat, mean_row, scale_row) without a graph: the forward of the hoisted path, of the CUDA-graph
+    step's refresh and of _Standardized; standardize_backward takes the row statistics."""
+    with torch.no_grad():
+        centered, mean, scale = _row_stats(weight, eps)
+        return centered.mul_(1.0 / scale if gain is None else gain / scale), mean, scale
+
+
 def standardize_backward(weight, gain, mean, scale, grad):
     """Gradients of sum(grad * standardize(weight, gain, eps)) for weight and gain, in closed
     form from the row statistics (mean, scale = sqrt(var * n + eps)) of the forward:
@@ -86,9 +94,9 @@ class _Standardized(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight, gain, eps):
-        centered, mean, scale = _row_stats(weight, eps)
+        w_hat, mean, scale = _standardized_and_stats(weight, gain, eps)
         ctx.save_for_backward(weight, gain, mean, scale)
-        return centered.mul_(1.0 / scale if gain is None else gain / scale)
+        return w_hat
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -133,9 +141,7 @@ class _WS:
         """(W_hat, mean_row, scale_row) computed under no_grad: what hoist() keeps, and what the
         CUDA-graph step (nn._graph) refreshes its fixed W_hat from; standardize_backward takes the
         row statistics."""
-        with torch.no_grad():
-            centered, mean, scale = _row_stats(self.weight, self.eps)
-            return centered.mul_(1.0 / scale if self.gain is None else self.gain / scale), mean, scale
+        return _standardized_and_stats(self.weight, self.gain, self.eps)
 
     def unhoist(self, backward=True):
         needs_grad, leaf, mean, scale = self._hoisted

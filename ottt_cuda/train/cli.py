@@ -13,6 +13,7 @@ import sys
 import torch
 
 from ..memory_budget import parse_bytes
+from ..nn._graph import MODES as graph_modes
 from ..training import TRAIN_MODES
 from .recipes import DATASETS, RECIPES, ConfigError
 
@@ -215,7 +216,7 @@ def _check_ranges(cfg, args):
 def _check_cuda_graph(cfg, bad):
     """--cuda-graph: what the captured step cannot do is refused here, before any data is read (the
     device is checked again once chosen: ottt_cuda.train.runner.pick_device)."""
-    if cfg["mode"] not in ("ottt_a", "sltt"):
+    if cfg["mode"] not in graph_modes:
         bad("--cuda-graph", f"works with --mode ottt_a or sltt, not {cfg['mode']}")
     if cfg["amp"] is not None:
         bad("--cuda-graph", f"does not work with --amp {cfg['amp']} (the captured step runs in the model's dtype)")
