@@ -41,7 +41,7 @@ def _cuda_wheel_includes():
 def _extension():
     with_cuda = _want_cuda()
     rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
-    sources = ["csrc/ops_registration.cpp"] + rel("csrc/cpu/*.cpp")
+    sources = ["csrc/ops_registration.cpp", "csrc/fast_calls.cpp", "csrc/inplace_versions.cpp"] + rel("csrc/cpu/*.cpp")
     std = "-std=c++20"  # torch >= 2.13 headers need C++20; older torch accepts it too
     defines = ['-DOTTT_TORCH_VERSION="%s"' % torch.__version__]
     cxx = ["-O3", std, "-fopenmp"] + defines

@@ -1,6 +1,7 @@
 // The op schemas, declared once for every backend (the CPU and CUDA
 // implementations register themselves in csrc/cpu and csrc/cuda), and the
-// pybind11 module `ottt_cuda._C`, which only reports how it was built.
+// pybind11 module `ottt_cuda._C`, which reports how it was built and holds
+// `_C.fast`, the ops without torch.ops' boxed call (csrc/fast_calls.cpp).
 //
 // Mutated arguments are marked (a!) so that functionalization/torch.compile
 // treat the in-place ops correctly. Autograd and fake kernels are registered
@@ -42,6 +43,11 @@ TORCH_LIBRARY(ottt_cuda, m) {
   m.def("outer_accumulate_(Tensor(a!) grad_w, Tensor g, Tensor a, float alpha) -> ()");
 }
 
+namespace ottt {
+void register_fast_calls(pybind11::module_& parent);  // csrc/fast_calls.cpp
+void register_ws_cpu(pybind11::module_& m);  // csrc/cpu/ws_cpu.cpp
+}  // namespace ottt
+
 namespace {
 pybind11::dict build_info() {
   pybind11::dict d;
@@ -74,4 +80,6 @@ pybind11::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "ottt_cuda compiled kernels; the ops themselves live in torch.ops.ottt_cuda";
   m.def("build_info", &build_info, "How this extension was built");
+  ottt::register_fast_calls(m);
+  ottt::register_ws_cpu(m);
 }
