@@ -21,6 +21,7 @@
 // torch's own bindings do.
 #include <torch/extension.h>
 
+#include <ATen/core/LegacyTypeDispatch.h>  // AutoDispatchBelowAutograd
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <string>

@@ -10,6 +10,7 @@
 // kernels, neither op changed `t._version`; tests/test_fast_calls.py.)
 #include <torch/library.h>
 
+#include <ATen/core/LegacyTypeDispatch.h>  // AutoDispatchBelowADInplaceOrView (not reached via torch/library.h in torch 2.11)
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/variable.h>
