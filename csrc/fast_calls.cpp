@@ -21,39 +21,12 @@
 // torch's own bindings do.
 #include <torch/extension.h>
 
-#include <ATen/core/LegacyTypeDispatch.h>  // AutoDispatchBelowAutograd
-#include <ATen/core/dispatch/Dispatcher.h>
-
 #include <string>
-#include <tuple>
+
+#include "op_handles.h"
 
 namespace ottt {
 namespace {
-
-using OptTensor = c10::optional<at::Tensor>;
-using Tensor4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-using Tensor3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-using Tensor2 = std::tuple<at::Tensor, at::Tensor>;
-
-// The typed handle of ottt_cuda::<name>, looked up once (a function-local static:
-// thread-safe initialization). Sig must be the kernels' C++ signature; the
-// dispatcher checks it on the first lookup.
-template <typename Sig>
-c10::TypedOperatorHandle<Sig> handle(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
-}
-
-using LifStepFwdSig = Tensor4(const at::Tensor&, const OptTensor&, const OptTensor&, const OptTensor&, double,
-                              double, c10::optional<double>, bool, double, c10::string_view, double, bool);
-using LifStepBwdSig = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&, double, double, bool,
-                                 c10::string_view, double);
-using LifMultistepFwdSig = Tensor3(const at::Tensor&, const OptTensor&, double, double, c10::optional<double>, bool,
-                                   c10::string_view, double, bool, bool);
-using LifMultistepBwdSig = Tensor2(const at::Tensor&, const OptTensor&, const at::Tensor&, double, double,
-                                   c10::optional<double>, bool, c10::string_view, double, bool);
-using TraceUpdateSig = at::Tensor(const OptTensor&, const at::Tensor&, double);
-using TraceUpdateInplaceSig = void(at::Tensor&, const at::Tensor&, double);
-using OuterSig = void(at::Tensor&, const at::Tensor&, const at::Tensor&, double);
 
 Tensor4 lif_step_fwd(const at::Tensor& x, const OptTensor& v, const OptTensor& trace, const OptTensor& mask,
                      double tau, double v_th, c10::optional<double> v_reset, bool decay_input, double trace_decay,

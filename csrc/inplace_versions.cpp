@@ -10,18 +10,16 @@
 // kernels, neither op changed `t._version`; tests/test_fast_calls.py.)
 #include <torch/library.h>
 
-#include <ATen/core/LegacyTypeDispatch.h>  // AutoDispatchBelowADInplaceOrView (not reached via torch/library.h in torch 2.11)
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/variable.h>
+
+#include "op_handles.h"
 
 namespace ottt {
 namespace {
 
 void trace_update_inplace_view(at::Tensor& trace, const at::Tensor& s, double decay) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("ottt_cuda::trace_update_", "")
-                             .typed<void(at::Tensor&, const at::Tensor&, double)>();
+  static const auto op = handle<TraceUpdateInplaceSig>("ottt_cuda::trace_update_");
   {
     at::AutoDispatchBelowADInplaceOrView below;
     op.call(trace, s, decay);
@@ -30,9 +28,7 @@ void trace_update_inplace_view(at::Tensor& trace, const at::Tensor& s, double de
 }
 
 void outer_accumulate_inplace_view(at::Tensor& grad_w, const at::Tensor& g, const at::Tensor& a, double alpha) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("ottt_cuda::outer_accumulate_", "")
-                             .typed<void(at::Tensor&, const at::Tensor&, const at::Tensor&, double)>();
+  static const auto op = handle<OuterSig>("ottt_cuda::outer_accumulate_");
   {
     at::AutoDispatchBelowADInplaceOrView below;
     op.call(grad_w, g, a, alpha);
