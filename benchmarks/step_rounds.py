@@ -11,6 +11,14 @@ gives each method's median over rounds and the ratios measured side by side.
 training run, where a step's buffers come back without page faults (a fresh process returns freed
 memory to the OS and faults it in again at every step). Time only: peaks are not per method then.
 
+--malloc default: each configuration in a fresh interpreter running the bench's worker directly, with the
+C library's malloc as any training process has it. The bench itself (--malloc tracking, the default
+here) sets MALLOC_MMAP_THRESHOLD_=65536 / MALLOC_TRIM_THRESHOLD_=131072 so that RSS follows tensor
+lifetimes and its peaks are exact; that makes every allocation above 64 KB a fresh mmap, whose page
+faults its times then include: a method that allocates and frees a time step's buffers T times per
+step (OTTT) pays them T times, one that allocates the whole sequence's at once (BPTT) once. Under the
+default malloc, freed memory is reused, so the peaks of that run are not a step's working set (read
+them from a tracking run).
 Correctness is the bench's own: every method's gradients are checked against BPTT's by the test
 suite, and SpikingJelly's peers are checked by `ottt_cuda.bench` before they are timed.
 """
@@ -29,7 +37,12 @@ sys.path.insert(0, ROOT)  # run from a checkout
 from ottt_cuda.bench.machine import command_line, machine  # noqa: E402
 
 
+_TRACKING_MALLOC = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
 def run_one(method, args, threads, out):
+    if args.malloc == "default":
+        return _run_worker_default_malloc(method, args, threads)
     cmd = [sys.executable, "-m", "ottt_cuda.bench", "--model", args.model, "--batch", str(args.batch), "--T",
            str(args.T), "--methods", method, "--iters", str(args.iters), "--threads", str(threads), "--json", out,
            "--no-plot", "--timeout", str(args.timeout)]
@@ -39,6 +52,20 @@ def run_one(method, args, threads, out):
     if not rec or rec[0].get("iter_s") is None:
         raise RuntimeError(f"{method} at {threads} thread(s) gave no timing: {rec}")
     return rec[0]
+
+
+def _run_worker_default_malloc(method, args, threads):
+    """One configuration in a fresh interpreter: the bench's worker, the C library's malloc untouched."""
+    config = {"method": method, "model": args.model, "T": args.T, "batch": args.batch, "device": "cpu",
+              "iters": args.iters, "threads": threads}
+    env = {k: v for k, v in os.environ.items() if k not in _TRACKING_MALLOC}
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run([sys.executable, "-m", "ottt_cuda.bench.worker", json.dumps(config)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=args.timeout)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{method} at {threads} thread(s) failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(lines[-1])
 
 
 def steady_rounds(a):
@@ -87,6 +114,8 @@ def main(argv=None):
     p.add_argument("--iters", type=int, default=2, help="timed steps per process (after 1 warm-up)")
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--steady", action="store_true", help="one process, memory kept, warm: see the module doc")
+    p.add_argument("--malloc", choices=["tracking", "default"], default="tracking",
+                   help="fresh processes: the bench's RSS-tracking malloc settings, or the C library's default")
     p.add_argument("--warmup", type=int, default=3, help="--steady: untimed steps per method and thread count")
     p.add_argument("--note", default="")
     p.add_argument("--json", default=None)
@@ -94,6 +123,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.rounds < 1 or a.iters < 1:
         p.error("--rounds and --iters must be at least 1")
+    if a.steady and a.malloc != "tracking":
+        p.error("--malloc is for fresh processes (--steady keeps freed memory itself)")
     t0 = time.time()
     if a.steady:
         records = steady_rounds(a)
@@ -131,6 +162,7 @@ def _summary(a, records):
 def _report(a, records, summary, t0):
     result = {"command": command_line(), "machine": machine("cpu"), "note": a.note, "model": a.model,
               "batch": a.batch, "T": a.T, "rounds": a.rounds, "iters": a.iters, "steady": a.steady,
+              "malloc": None if a.steady else a.malloc,
               "wall_s": time.time() - t0, "records": records, "summary": summary}
     if a.json:
         with open(a.json, "w") as f:
@@ -142,7 +174,10 @@ def _report(a, records, summary, t0):
               f"per method first, {a.iters} timed steps per round; median over rounds; peaks not measured). "
               if a.steady else
               f"Rounds: {a.rounds} (methods interleaved, a fresh process per configuration, {a.iters} timed steps "
-              f"after 1 warm-up in each; median over rounds). ") + f"Wall: {result['wall_s']:.0f} s.  "]
+              f"after 1 warm-up in each; median over rounds; " +
+              ("the C library's default malloc: freed memory reused, so the peaks are not a step's working set). "
+               if a.malloc == "default" else "the bench's RSS-tracking malloc settings). ")) +
+             f"Wall: {result['wall_s']:.0f} s.  "]
     if a.note:
         lines.append(f"Note: {a.note}")
     base = "bptt" if "bptt" in a.methods else a.methods[0]

@@ -348,6 +348,13 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
         optimizer.zero_grad(set_to_none=True)
 
     if mode == "ottt_o":
+        # A plain chain of ottt_cuda layers runs its steps without autograd here too (nn._chain);
+        # a per-step loss for check_finite, amp and a GradScaler keep the autograd path.
+        chain = _chain.plan(model, x_at(0), per_step=True) if amp is None and scaler is None and not check_finite \
+            else None
+        if chain is not None:
+            _ottt_o_chain(run, model, chain, x_at, T, optimizer)
+            return run.loss, run.out_sum
         with _state.online_steps(model):
             for t in range(T):
                 if t:
@@ -404,6 +411,23 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
         _check_finite(model, optimizer, run.loss, scaler, None)
     _optimizer_step(optimizer, scaler)
     return run.loss, run.out_sum
+
+
+def _ottt_o_chain(run, model, chain, x_at, T, optimizer):
+    """OTTT_O's time steps through nn._chain: per step the WS weights standardized from the current
+    values, the chain's forward and backward, the step's weight gradients added to .grad (the deferred
+    rows first, then through the standardization: the order train_step's OTTT_A loop exits in), and
+    the optimizer step. The same arithmetic as the autograd path (float64 tests)."""
+    with _state.online_steps(model, defer_weight_grads=True):
+        pending = [m._deferred for m in model.modules() if getattr(m, "_deferred", None) is not None]
+        for t in range(T):
+            if t:
+                optimizer.zero_grad(set_to_none=True)
+            with hoisted(model):
+                run.chain_step(chain, x_at(t))
+                for d in pending:
+                    d.flush()
+            optimizer.step()
 
 
 def _auto_chunks(run, model, x_slice, T, budget, key, counter):

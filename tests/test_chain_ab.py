@@ -33,17 +33,41 @@ def test_report_from_interleaved_rounds(tmp_path):
         assert r["autograd_ms_median"] == statistics.median(r["autograd_ms"])
         assert r["speedup"] == r["autograd_ms_median"] / r["chain_ms_median"]
         assert r["round_ratios"] == [a / c for a, c in zip(r["autograd_ms"], r["chain_ms"])]
-        assert f"| {r['model']} | {r['batch']} | 1 | {r['autograd_ms_median']:.3f} | " in text
+        assert f"| {r['model']} | ottt_a | {r['batch']} | 1 | {r['autograd_ms_median']:.3f} | " in text
+
+
+@pytest.mark.usefixtures("restore_threads")
+def test_ottt_o_rounds(tmp_path):
+    # OTTT_O (an optimizer step per time step) through both paths, checked on the parameters after the
+    # steps too.
+    md, js = tmp_path / "ab.md", tmp_path / "ab.json"
+    assert chain_ab.main(["--models", "r400", "--modes", "ottt_o"] + ARGS
+                         + ["--md", str(md), "--json", str(js)]) == 0
+    import json
+
+    payload = json.loads(js.read_text())
+    assert [(r["mode"], r["batch"]) for r in payload["records"]] == [("ottt_o", 1), ("ottt_o", 2)]
+    assert all(r["check"]["chain_steps"] == 5 and r["check"]["grad_diff"] <= 1e-5 for r in payload["records"])
+    text = md.read_text()
+    assert "| r400 | ottt_o | 1 | 1 | " in text
+
+
+def test_ottt_o_parameters_that_differ_stop_the_benchmark(monkeypatch):
+    # A wrong OTTT_O chain step shows in the parameters after the optimizer steps as well as in the gradients.
+    backward = chain_ab._chain.lif_backward
+    monkeypatch.setattr(chain_ab._chain, "lif_backward", lambda saved, g: backward(saved, g) * 1.01)
+    with pytest.raises(SystemExit, match="r400 ottt_o batch 1: the paths disagree"):
+        chain_ab.main(["--models", "r400", "--modes", "ottt_o"] + ARGS)
 
 
 def test_a_chain_that_does_not_run_stops_the_benchmark(monkeypatch):
-    monkeypatch.setattr(chain_ab._chain, "plan", lambda model, x: None)  # every step through autograd
+    monkeypatch.setattr(chain_ab._chain, "plan", lambda model, x, **kw: None)  # every step through autograd
     with pytest.raises(SystemExit, match=r"chain did not run \(chain steps 0/5"):
         chain_ab.main(["--models", "mlp784"] + ARGS)
 
 
 def test_bad_arguments_are_refused(capsys):
-    for bad in (["--rounds", "0"], ["--batches", "0"], ["--target-s", "0"], ["--models", "vgg"]):
+    for bad in (["--rounds", "0"], ["--batches", "0"], ["--target-s", "0"], ["--models", "vgg"], ["--modes", "bptt"]):
         with pytest.raises(SystemExit):
             chain_ab.parse_args(bad)
 

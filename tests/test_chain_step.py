@@ -94,14 +94,14 @@ def _compare(make, shape, T, B, chain_runs, expect_chain=True, sequence=True, pr
     return model
 
 
-@pytest.mark.parametrize("mode", ["ottt_a", "sltt"])
+@pytest.mark.parametrize("mode", ["ottt_a", "sltt", "ottt_o"])
 @pytest.mark.parametrize("B", [1, 3])
 @pytest.mark.parametrize("T", [1, 5])
 def test_mlp_matches_autograd(chain_runs, T, B, mode):
     _compare(_mlp, (3, 4), T, B, chain_runs, mode=mode)
 
 
-@pytest.mark.parametrize("mode", ["ottt_a", "sltt"])
+@pytest.mark.parametrize("mode", ["ottt_a", "sltt", "ottt_o"])
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("B", [1, 4])
 def test_deep_chain_matches_autograd(chain_runs, fused, B, mode):
@@ -111,21 +111,22 @@ def test_deep_chain_matches_autograd(chain_runs, fused, B, mode):
 
 @pytest.mark.cuda
 @cuda_only
+@pytest.mark.parametrize("mode", ["ottt_a", "ottt_o"])
 @pytest.mark.parametrize("B", [1, 300])
-def test_chain_on_cuda_matches_autograd(chain_runs, monkeypatch, B):
+def test_chain_on_cuda_matches_autograd(chain_runs, monkeypatch, B, mode):
     # The same compiled ops on the GPU (the chain is taken there too); B = 300: kernels over many blocks.
-    _compare(_mlp, (3, 4), 4, B, chain_runs, device="cuda")
-    _compare(_deep, (8,), 3, B, chain_runs, device="cuda")
-    _compare(lambda: _r400(feedback=True), (1, 6, 6), 3, B, chain_runs, device="cuda")
+    _compare(_mlp, (3, 4), 4, B, chain_runs, device="cuda", mode=mode)
+    _compare(_deep, (8,), 3, B, chain_runs, device="cuda", mode=mode)
+    _compare(lambda: _r400(feedback=True), (1, 6, 6), 3, B, chain_runs, device="cuda", mode=mode)
     monkeypatch.setattr(_chain, "conv_chains", True)  # not taken by default yet: checked here for when it is
-    _compare(lambda: _vgg(dropout=0.2, fc_hw=2), (2, 8, 8), 3, B, chain_runs, device="cuda")
+    _compare(lambda: _vgg(dropout=0.2, fc_hw=2), (2, 8, 8), 3, B, chain_runs, device="cuda", mode=mode)
 
 
 def test_lif_first_and_static_input(chain_runs):
     _compare(_lif_first, (8,), 4, 2, chain_runs, sequence=False)
 
 
-@pytest.mark.parametrize("mode", ["ottt_a", "sltt"])
+@pytest.mark.parametrize("mode", ["ottt_a", "sltt", "ottt_o"])
 @pytest.mark.parametrize("feedback", [True, False], ids=["feedback_dropout", "readout_dropout"])
 @pytest.mark.parametrize("B,T", [(1, 5), (3, 1), (3, 4)])
 def test_r400_matches_autograd(chain_runs, feedback, mode, B, T):
@@ -135,7 +136,7 @@ def test_r400_matches_autograd(chain_runs, feedback, mode, B, T):
     assert model.rnn.s_prev is not None and (model.rnn.dropout.mask if feedback else model.dropout.mask) is not None
 
 
-@pytest.mark.parametrize("mode", ["ottt_a", "sltt"])
+@pytest.mark.parametrize("mode", ["ottt_a", "sltt", "ottt_o"])
 @pytest.mark.parametrize("dropout,fc_hw", [(0.0, 1), (0.2, 2)])
 @pytest.mark.parametrize("B", [1, 3])
 def test_vgg_matches_autograd(chain_runs, monkeypatch, mode, dropout, fc_hw, B):
@@ -181,15 +182,16 @@ def test_r400_in_eval_mode_matches_autograd(chain_runs):
     _compare(make, (1, 6, 6), 3, 2, chain_runs)
 
 
-@pytest.mark.parametrize("mode", ["ottt_a", "sltt"])
+@pytest.mark.parametrize("mode", ["ottt_a", "sltt", "ottt_o"])
 def test_ws_linear_and_dropout_in_a_sequential_match_autograd(chain_runs, mode):
     model = _compare(_ws_mlp, (3, 4), 4, 3, chain_runs, mode=mode)
     assert model[1].gain.grad is not None and model[1].gain.grad.abs().max() > 0  # through the hoisted sWS
 
 
-def test_large_batch_flushes_every_step(chain_runs):
+@pytest.mark.parametrize("mode", ["ottt_a", "ottt_o"])
+def test_large_batch_flushes_every_step(chain_runs, mode):
     # rows * (in + out) >= in * out at every step: the deferred gradient is added per step.
-    _compare(_mlp, (3, 4), 3, 40, chain_runs)
+    _compare(_mlp, (3, 4), 3, 40, chain_runs, mode=mode)
 
 
 def test_the_chain_is_the_default_for_a_plain_mlp(chain_runs):
@@ -217,8 +219,9 @@ def _freeze_first(model):
 
 @pytest.mark.parametrize("prepare", [_forward_hook, _model_pre_hook, _weight_hook, _freeze_first],
                          ids=["layer forward hook", "model pre-hook", "weight gradient hook", "frozen weight"])
-def test_settings_the_chain_leaves_to_autograd(chain_runs, prepare):
-    _compare(_mlp, (3, 4), 3, 2, chain_runs, expect_chain=False, prepare=prepare)
+@pytest.mark.parametrize("mode", ["ottt_a", "ottt_o"])
+def test_settings_the_chain_leaves_to_autograd(chain_runs, prepare, mode):
+    _compare(_mlp, (3, 4), 3, 2, chain_runs, expect_chain=False, prepare=prepare, mode=mode)
 
 
 def test_global_module_hook_leaves_it_to_autograd(chain_runs):
@@ -273,8 +276,9 @@ def _r400_frozen_recurrent(seed=0):
 @pytest.mark.parametrize("make,shape", [(_r400_subclass, (1, 6, 6)), (_r400_neuron_hook, (1, 6, 6)),
                                         (_r400_frozen_recurrent, (1, 6, 6))],
                          ids=["R400 subclass", "hook on a submodule", "frozen recurrent weight"])
-def test_recurrent_models_the_chain_leaves_to_autograd(chain_runs, make, shape):
-    _compare(make, shape, 3, 2, chain_runs, expect_chain=False)
+@pytest.mark.parametrize("mode", ["ottt_a", "ottt_o"])
+def test_recurrent_models_the_chain_leaves_to_autograd(chain_runs, make, shape, mode):
+    _compare(make, shape, 3, 2, chain_runs, expect_chain=False, mode=mode)
 
 
 @pytest.mark.parametrize("make", [_with_subclass, _with_dropout, _nested], ids=["subclass", "other module", "nested"])
@@ -299,13 +303,43 @@ def test_pytorch_backend_leaves_it_to_autograd(chain_runs):
     assert chain_runs[0] == 0
 
 
-@pytest.mark.parametrize("mode,kw", [("ottt_o", {}), ("ottt_a", {"chunk": 2}), ("sltt", {"chunk": 2}), ("bptt", {}),
+@pytest.mark.parametrize("mode,kw", [("ottt_a", {"chunk": 2}), ("sltt", {"chunk": 2}), ("bptt", {}),
                                      ("sltt_k", {"k": 2})])
 def test_other_modes_do_not_take_the_chain(chain_runs, mode, kw):
     model = _mlp()
     x, y = _input((3, 4), 3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     train_step(model, x, y, opt, T=3, mode=mode, sequence=True, **kw)
+    assert chain_runs[0] == 0
+
+
+def test_ottt_o_is_stepped_after_every_time_step_through_the_chain(chain_runs):
+    # The chain's OTTT_O loop steps the optimizer T times per call, each after that step's own gradient:
+    # the parameters seen by step t's forward are those after t optimizer steps.
+    model = _ws_mlp()
+    x, y = _input((3, 4), 3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    seen = []
+    step = opt.step
+
+    def counted():
+        seen.append([p.grad.clone() for p in model.parameters()])
+        step()
+
+    opt.step = counted
+    train_step(model, x, y, opt, T=3, mode="ottt_o", sequence=True)
+    assert chain_runs[0] == 3 and len(seen) == 3
+    # each step's gradient is that step's alone (zeroed in between): no two steps give the same one
+    assert not torch.allclose(seen[0][-1], seen[1][-1]) and not torch.allclose(seen[1][-1], seen[2][-1])
+
+
+@pytest.mark.parametrize("kw", [{"check_finite": True}, {"amp": "bf16"}], ids=["check_finite", "amp"])
+def test_ottt_o_settings_that_keep_autograd(chain_runs, kw):
+    # A per-step loss (check_finite) and autocast need the autograd path.
+    model = _mlp().float()
+    x, y = _input((3, 4), 3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    train_step(model, x.float(), y, opt, T=3, mode="ottt_o", sequence=True, **kw)
     assert chain_runs[0] == 0
 
 

@@ -131,7 +131,10 @@ def main(argv=None):
             "command": " ".join(["python -m ottt_cuda.bench"] + (sys.argv[1:] if argv is None else list(argv))),
             "memory": "saved_mb: peak of live bytes saved for backward (once per storage) + layer state; "
                       "peak_mb: peak growth during one step (CUDA allocator or process RSS high-water mark); "
-                      "iter_s: median step time. Details: ottt_cuda/bench/memory.py"}
+                      "iter_s: median step time (on the CPU under the malloc settings that make RSS follow tensor lifetimes, "
+                      "ottt_cuda/bench/launch.py: it includes the page faults of every fresh allocation; "
+                      "benchmarks/step_rounds.py --malloc default times the C library's default). "
+                      "Details: ottt_cuda/bench/memory.py"}
     print(f"{args.preset} benchmark: {args.model}, batch {args.batch}, T = {' '.join(map(str, args.T))}, "
           f"{' '.join(args.methods)} on {args.device}; {len(configs)} configurations, each in a fresh process",
           file=sys.stderr)

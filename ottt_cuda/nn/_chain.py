@@ -29,8 +29,8 @@ autograd compute on the same path: the same kernels and GEMMs in the same order,
 numbers (the float64 tests compare them). A linked LIF updates its synapse's trace in its
 kernel pass as in nn._handoff, handed over directly (the chain knows who reads the spikes).
 
-Used by train_step's OTTT_A and SLTT loops only (inside online_steps with deferred weight
-gradients), and only where nothing could observe the difference: no module hooks
+Used by train_step's OTTT_A, SLTT and OTTT_O loops only (inside online_steps with deferred weight
+gradients; OTTT_O flushes them and re-standardizes the sWS weights at every step), and only where nothing could observe the difference: no module hooks
 (the model's, its layers' or global ones), no gradient hooks on the parameters, every
 parameter a leaf that requires grad in the input's dtype, no autocast, no input that
 requires grad, the compiled kernels serving the input, no torch.compile tracing.
@@ -62,11 +62,14 @@ def _no_module_hooks(m):
     return not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
 
 
-def plan(model, x):
-    """A Chain running `model`'s time steps on inputs like x, or None where the autograd path must run."""
+def plan(model, x, per_step=False):
+    """A Chain running `model`'s time steps on inputs like x, or None where the autograd path must run.
+    per_step=False: called inside online_steps(defer_weight_grads=True) and hoisted(model), which stay
+    for the whole sequence (train_step's OTTT_A / SLTT loop); True: the caller enters them around each
+    step itself (its OTTT_O loop: the weights change after every step)."""
     if not enabled:
         return None
-    layers, _reason = check(model, x, deferred=True)
+    layers, _reason = check(model, x, deferred=True, contexts=not per_step)
     if layers is None:
         return None
     if not conv_chains and any(_kind(m) == "conv" for m in layers):
@@ -77,11 +80,12 @@ def plan(model, x):
     return Chain(layers)
 
 
-def check(model, x, deferred):
+def check(model, x, deferred, contexts=True):
     """(layers, None) when `model`'s steps on inputs like x may run as a chain, else (None, why), `why`
-    naming the module or setting in the way. deferred: train_step's OTTT_A loop (the synapses hold a
-    _deferred.DeferredWeightGrad, online_steps(defer_weight_grads=True), and the sWS weights are
-    hoisted); False: the CUDA-graph step (nn._graph), which keeps its own buffers."""
+    naming the module or setting in the way. deferred: train_step's OTTT_A / OTTT_O loops (the synapses
+    hold a _deferred.DeferredWeightGrad, online_steps(defer_weight_grads=True), and the sWS weights are
+    hoisted: checked here unless `contexts` is False, the caller then entering them around each step);
+    False: the CUDA-graph step (nn._graph), which keeps its own buffers."""
     layers, containers = _layers_of(model)
     if layers is None:
         return None, (f"the model is a {type(model).__name__}, not a torch.nn.Sequential (nor a model that "
@@ -112,7 +116,7 @@ def check(model, x, deferred):
         synapses = [("", m)] if kind in ("linear", "conv") else [(".input", m.input), (".recurrent", m.recurrent)] \
             if kind == "rlif" else []
         for where, syn in synapses:
-            why = _synapse_problem(f"{name}{where}", syn, x, deferred)
+            why = _synapse_problem(f"{name}{where}", syn, x, deferred and contexts)
             if why is not None:
                 return None, why
         if kind == "rlif" and (_kind(m.neuron) != "lif" or _kind(m.dropout) != "dropout"):
