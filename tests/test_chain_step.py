@@ -363,6 +363,24 @@ def test_an_exception_mid_sequence_leaves_no_gradient():
     assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters())
 
 
+def test_an_ottt_o_error_at_the_first_step_changes_nothing(chain_runs):
+    # Under OTTT_O a refused target stops the call before any optimizer step: no gradient, no new weights;
+    # the model then trains through the chain.
+    model = _ws_mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = _input((3, 4), 3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    y[0] = 7
+    with pytest.raises(ValueError, match="class index 7"):
+        train_step(model, x, y, opt, T=3, mode="ottt_o", sequence=True)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    assert chain_runs[0] == 1  # the refused call stopped at its first step's output
+    y[0] = 1
+    train_step(model, x, y, opt, T=3, mode="ottt_o", sequence=True)
+    assert chain_runs[0] == 4 and not all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+
+
 def test_reset_between_sequences_is_kept():
     # Two calls on the same model with different batch sizes: the states are reset by train_step.
     model = _mlp()
