@@ -343,11 +343,13 @@ def test_ottt_o_settings_that_keep_autograd(chain_runs, kw):
     assert chain_runs[0] == 0
 
 
-def test_bad_input_shape_is_named_as_before():
+@pytest.mark.parametrize("mode", ["ottt_a", "ottt_o"])
+def test_bad_input_shape_is_named_as_before(mode):
     model = _mlp()
     x = torch.randn(3, 2, 13, dtype=torch.float64)  # 13 features where the Linear takes 12
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match=r"Linear\(in_features=12, out_features=9.*input x must have shape"):
-        train_step(model, x, torch.zeros(2, dtype=torch.long), None, T=3, sequence=True)
+        train_step(model, x, torch.zeros(2, dtype=torch.long), opt, T=3, sequence=True, mode=mode)
 
 
 def test_an_exception_mid_sequence_leaves_no_gradient():
