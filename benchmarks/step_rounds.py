@@ -11,19 +11,20 @@ gives each method's median over rounds and the ratios measured side by side.
 training run, where a step's buffers come back without page faults (a fresh process returns freed
 memory to the OS and faults it in again at every step). Time only: peaks are not per method then.
 
---malloc default: each configuration in a fresh interpreter running the bench's worker directly, with the
-C library's malloc as any training process has it. The bench itself (--malloc tracking, the default
-here) sets MALLOC_MMAP_THRESHOLD_=65536 / MALLOC_TRIM_THRESHOLD_=131072 so that RSS follows tensor
+--malloc default: passed on to the bench (`python -m ottt_cuda.bench --malloc default`): each
+configuration in a fresh interpreter with the C library's malloc as any training process has it. The
+bench's default (--malloc tracking) sets MALLOC_MMAP_THRESHOLD_=65536 / MALLOC_TRIM_THRESHOLD_=131072 so that RSS follows tensor
 lifetimes and its peaks are exact; that makes every allocation above 64 KB a fresh mmap, whose page
 faults its times then include: a method that allocates and frees a time step's buffers T times per
 step (OTTT) pays them T times, one that allocates the whole sequence's at once (BPTT) once. Under the
-default malloc, freed memory is reused, so the peaks of that run are not a step's working set (read
-them from a tracking run).
+default malloc, freed memory is reused, so that run does not measure peaks (read them from a tracking
+run).
 Correctness is the bench's own: every method's gradients are checked against BPTT's by the test
 suite, and SpikingJelly's peers are checked by `ottt_cuda.bench` before they are timed.
 """
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -37,35 +38,16 @@ sys.path.insert(0, ROOT)  # run from a checkout
 from ottt_cuda.bench.machine import command_line, machine  # noqa: E402
 
 
-_TRACKING_MALLOC = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
-
-
 def run_one(method, args, threads, out):
-    if args.malloc == "default":
-        return _run_worker_default_malloc(method, args, threads)
     cmd = [sys.executable, "-m", "ottt_cuda.bench", "--model", args.model, "--batch", str(args.batch), "--T",
            str(args.T), "--methods", method, "--iters", str(args.iters), "--threads", str(threads), "--json", out,
-           "--no-plot", "--timeout", str(args.timeout)]
+           "--no-plot", "--timeout", str(args.timeout), "--malloc", args.malloc]
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     with open(out) as f:
         rec = [r for r in json.load(f) if r["method"] == method]
     if not rec or rec[0].get("iter_s") is None:
         raise RuntimeError(f"{method} at {threads} thread(s) gave no timing: {rec}")
     return rec[0]
-
-
-def _run_worker_default_malloc(method, args, threads):
-    """One configuration in a fresh interpreter: the bench's worker, the C library's malloc untouched."""
-    config = {"method": method, "model": args.model, "T": args.T, "batch": args.batch, "device": "cpu",
-              "iters": args.iters, "threads": threads}
-    env = {k: v for k, v in os.environ.items() if k not in _TRACKING_MALLOC}
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-m", "ottt_cuda.bench.worker", json.dumps(config)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=args.timeout)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{method} at {threads} thread(s) failed: {proc.stderr.strip()[-2000:]}")
-    return json.loads(lines[-1])
 
 
 def steady_rounds(a):
@@ -143,9 +125,13 @@ def _fresh_rounds(a):
                     rec = run_one(m, a, th, os.path.join(tmp, "r.json"))
                     records.append({"round": r, "threads": th, "method": m, "iter_s": rec["iter_s"],
                                     "peak_mb": rec["peak_mb"], "saved_mb": rec.get("saved_mb")})
-                    print(f"round {r} threads {th} {m:>16}: {rec['iter_s']:.3f} s, peak {rec['peak_mb']:.0f} MB",
+                    print(f"round {r} threads {th} {m:>16}: {rec['iter_s']:.3f} s, peak {_mb(rec['peak_mb'])} MB",
                           flush=True)
     return records
+
+
+def _mb(v):
+    return "–" if v is None or math.isnan(v) else f"{v:.0f}"
 
 
 def _summary(a, records):
@@ -175,7 +161,7 @@ def _report(a, records, summary, t0):
               if a.steady else
               f"Rounds: {a.rounds} (methods interleaved, a fresh process per configuration, {a.iters} timed steps "
               f"after 1 warm-up in each; median over rounds; " +
-              ("the C library's default malloc: freed memory reused, so the peaks are not a step's working set). "
+              ("the C library's default malloc: freed memory reused, peaks not measured). "
                if a.malloc == "default" else "the bench's RSS-tracking malloc settings). ")) +
              f"Wall: {result['wall_s']:.0f} s.  "]
     if a.note:
@@ -189,7 +175,7 @@ def _report(a, records, summary, t0):
             ref = summary[f"{th}/{base}"]["iter_s"]
             sj = summary.get(f"{th}/sj_ottt")
             lines.append(f"| {th} | {m} | {s['iter_s']:.3f} | {', '.join(f'{v:.2f}' for v in s['iter_s_rounds'])} | "
-                         f"{s['peak_mb']:.0f} | {s['iter_s'] / ref:.2f} | "
+                         f"{_mb(s['peak_mb'])} | {s['iter_s'] / ref:.2f} | "
                          f"{'-' if sj is None else format(sj['iter_s'] / s['iter_s'], '.2f')} |")
     text = "\n".join(lines) + "\n"
     print(text)

@@ -3,6 +3,7 @@ graphs whose saved tensors are known, OTTT's flat saved memory against BPTT's
 growth in T (deterministic), the quick and full workloads, and the CLI's
 outputs. No timing is asserted."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -218,6 +219,40 @@ def test_forked_worker_matches_the_in_process_record_and_reports_errors():
     assert forked["saved_mb"] == here["saved_mb"] and forked["T"] == 2 and forked["peak_mb"] >= 0
     bad = launch.run_config(dict(config, model="no_such_model"), timeout=300)
     assert bad["saved_mb"] is None and "no_such_model" in bad["error"]
+
+
+def test_worker_env_keeps_or_drops_the_tracking_malloc_settings(monkeypatch):
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "999")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    tracking = launch.worker_env()
+    assert tracking["MALLOC_MMAP_THRESHOLD_"] == "999"  # a caller's own setting is kept
+    assert tracking["MALLOC_TRIM_THRESHOLD_"] == "131072"
+    default = launch.worker_env("default")
+    assert "MALLOC_MMAP_THRESHOLD_" not in default and "MALLOC_TRIM_THRESHOLD_" not in default
+    assert default["PYTHONPATH"].split(os.pathsep)[0] == tracking["PYTHONPATH"].split(os.pathsep)[0]
+
+
+def test_default_malloc_runs_a_fresh_interpreter_without_peaks(monkeypatch):
+    # --malloc default: a new interpreter (a forkserver child would inherit the tracking settings), step times,
+    # saved bytes, and no peak (freed memory is reused there); the same saved bytes as a tracking run.
+    calls = []
+    monkeypatch.setattr(launch, "run_forked", lambda c, t: calls.append("forked") or {})
+    original = launch.run_subprocess
+    monkeypatch.setattr(launch, "run_subprocess", lambda c, t: calls.append("subprocess") or original(c, t))
+    config = dict(method="ottt_a", T=2, batch=2, device="cpu", model="r400", iters=1, threads=1, malloc="default")
+    rec = launch.run_config(config, timeout=300)
+    assert calls == ["subprocess"] and rec.get("error") is None, rec.get("error")
+    assert rec["iter_s"] > 0 and math.isnan(rec["peak_mb"]) and "not measured" in rec["peak_source"]
+    assert rec["saved_mb"] == worker.run(dict(config, malloc="tracking"))["saved_mb"]
+    table = report.table([dict(rec, method="bptt"), rec])
+    assert "| ottt_a | 2 |" in table and " – | " in table  # the missing peak and its ratio print as a dash
+
+
+def test_default_malloc_is_not_for_in_process_runs(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.parse_args(["--malloc", "default", "--in-process"])
+    assert e.value.code == 2 and "--malloc default runs each configuration in a fresh interpreter" in \
+        capsys.readouterr().err
 
 
 # --- SpikingJelly's memory optimizer (sj_bptt_memopt): exact BPTT, checked before it is timed ---

@@ -47,31 +47,28 @@ def test_bad_rounds_are_refused():
     assert proc.returncode == 2 and "--rounds and --iters must be at least 1" in proc.stderr
 
 
-def test_default_malloc_workers_run_without_the_tracking_settings(monkeypatch):
-    # --malloc default: the worker's environment lacks the bench's MALLOC_* settings even where the
-    # caller's has them, and the worker gets the configuration asked for.
+def test_malloc_is_passed_on_to_the_bench(monkeypatch, tmp_path):
+    # Fresh processes: each configuration is `python -m ottt_cuda.bench ... --malloc X` (the bench keeps or drops
+    # its RSS-tracking malloc settings: tests/test_bench.py).
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import step_rounds
 
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     seen = []
 
     def fake_run(cmd, **kw):
-        seen.append((cmd, kw["env"]))
-        record = {"iter_s": 1.0, "peak_mb": 2.0, "saved_mb": 3.0}
-        return subprocess.CompletedProcess(cmd, 0, stdout="noise\n" + json.dumps(record) + "\n", stderr="")
+        seen.append(cmd)
+        out = cmd[cmd.index("--json") + 1]
+        with open(out, "w") as f:
+            json.dump([{"method": "ottt_a", "iter_s": 1.0, "peak_mb": float("nan"), "saved_mb": 3.0}], f)
+        return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(step_rounds.subprocess, "run", fake_run)
-    args = step_rounds.argparse.Namespace(malloc="default", model="r400", T=3, batch=4, iters=2, timeout=60)
-    rec = step_rounds.run_one("ottt_a", args, 2, None)
-    assert rec["iter_s"] == 1.0
-    cmd, env = seen[0]
-    assert cmd[1:3] == ["-m", "ottt_cuda.bench.worker"]
-    assert json.loads(cmd[3]) == {"method": "ottt_a", "model": "r400", "T": 3, "batch": 4, "device": "cpu",
-                                  "iters": 2, "threads": 2}
-    assert "MALLOC_MMAP_THRESHOLD_" not in env and "MALLOC_TRIM_THRESHOLD_" not in env
-    assert env["PYTHONPATH"].split(os.pathsep)[0] == ROOT
+    for malloc in ("default", "tracking"):
+        args = step_rounds.argparse.Namespace(malloc=malloc, model="r400", T=3, batch=4, iters=2, timeout=60)
+        rec = step_rounds.run_one("ottt_a", args, 2, str(tmp_path / "r.json"))
+        assert rec["iter_s"] == 1.0
+        assert seen[-1][1:3] == ["-m", "ottt_cuda.bench"] and seen[-1][seen[-1].index("--malloc") + 1] == malloc
+    assert step_rounds._mb(float("nan")) == "–" and step_rounds._mb(12.4) == "12"
 
 
 def test_malloc_with_steady_is_refused():

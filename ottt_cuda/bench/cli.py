@@ -51,6 +51,11 @@ def _build_parser():
                    help="timed steps per configuration after 1 warm-up (default: quick 1 on CPU, else 3)")
     p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads in each worker")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per configuration")
+    p.add_argument("--malloc", choices=["tracking", "default"], default="tracking",
+                   help="CPU workers: 'tracking' (malloc settings that make RSS follow tensor lifetimes: exact "
+                        "peaks, and step times that include the page faults of every fresh allocation) or "
+                        "'default' (the C library's malloc as a training process has it: step times without "
+                        "that cost; peaks not measured, freed memory being reused)")
     p.add_argument("--in-process", action="store_true",
                    help="run every configuration in this process (quick checks; the peaks are then not "
                         "per configuration)")
@@ -93,6 +98,8 @@ def parse_args(argv=None):
         p.error("--device cuda: no CUDA device is available")
     if not args.timeout > 0:
         p.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.malloc == "default" and args.in_process:
+        p.error("--malloc default runs each configuration in a fresh interpreter; not with --in-process")
     args.preset = "full" if args.full else "quick"
     defaults = presets.preset(args.preset, args.device)
     explicit_methods = args.methods is not None
@@ -126,15 +133,16 @@ def main(argv=None):
     args = parse_args(argv)
     t0 = time.perf_counter()
     configs = [{"method": m, "T": T, "batch": args.batch, "device": args.device, "model": args.model,
-                "iters": args.iters, "threads": args.threads} for m in args.methods for T in args.T]
+                "iters": args.iters, "threads": args.threads, "malloc": args.malloc}
+               for m in args.methods for T in args.T]
     meta = {"machine": machine(args.device), "torch": torch.__version__, "preset": args.preset,
             "command": " ".join(["python -m ottt_cuda.bench"] + (sys.argv[1:] if argv is None else list(argv))),
             "memory": "saved_mb: peak of live bytes saved for backward (once per storage) + layer state; "
                       "peak_mb: peak growth during one step (CUDA allocator or process RSS high-water mark); "
-                      "iter_s: median step time (on the CPU under the malloc settings that make RSS follow tensor lifetimes, "
-                      "ottt_cuda/bench/launch.py: it includes the page faults of every fresh allocation; "
-                      "benchmarks/step_rounds.py --malloc default times the C library's default). "
-                      "Details: ottt_cuda/bench/memory.py"}
+                      "iter_s: median step time (on the CPU with --malloc tracking, the default, it includes "
+                      "the page faults of every fresh allocation; --malloc default times the C library's "
+                      "malloc and leaves peak_mb unmeasured). Details: ottt_cuda/bench/memory.py",
+            "malloc": args.malloc}
     print(f"{args.preset} benchmark: {args.model}, batch {args.batch}, T = {' '.join(map(str, args.T))}, "
           f"{' '.join(args.methods)} on {args.device}; {len(configs)} configurations, each in a fresh process",
           file=sys.stderr)

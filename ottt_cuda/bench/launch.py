@@ -8,7 +8,9 @@ a forked child starts in milliseconds with a fresh heap of its own (the peak it
 reports is the growth of its own resident set). The server is started with
 glibc's malloc set so that RSS follows tensor lifetimes (see memory.py).
 
-CUDA (and platforms without a forkserver): a fresh interpreter per configuration (python -m ottt_cuda.bench.worker):
+With --malloc default (the C library's malloc, for step times without the page faults these settings
+cost) and on CUDA (and platforms without a forkserver): a fresh interpreter per configuration
+(python -m ottt_cuda.bench.worker):
 CUDA must not be initialized in a process that is then forked, and a GPU
 machine imports quickly anyway.
 """
@@ -30,13 +32,18 @@ def _failed(config, error):
     return dict(config, iter_s=None, peak_mb=None, saved_mb=None, error=error[-2000:])
 
 
-def worker_env():
+def worker_env(malloc="tracking"):
     """The environment of a worker interpreter: this very package importable
-    (a checkout or an install), and the malloc settings above."""
+    (a checkout or an install), and the malloc settings above ("tracking"), or
+    none of them, even where this process's environment has them ("default":
+    the C library's own malloc, as a training process has it)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     for k, v in _MALLOC_ENV.items():
-        env.setdefault(k, v)
+        if malloc == "default":
+            env.pop(k, None)
+        else:
+            env.setdefault(k, v)
     return env
 
 
@@ -44,7 +51,8 @@ def run_subprocess(config, timeout):
     """One configuration in a new interpreter; a record, or one with "error"."""
     cmd = [sys.executable, "-m", "ottt_cuda.bench.worker", json.dumps(config)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=worker_env())
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env=worker_env(config.get("malloc", "tracking")))
     except subprocess.TimeoutExpired:
         return _failed(config, f"timed out after {timeout:.0f} s")
     lines = proc.stdout.strip().splitlines()
@@ -95,7 +103,9 @@ def run_forked(config, timeout):
 
 
 def run_config(config, timeout):
-    """A record for one configuration, measured in a process of its own."""
-    if config["device"] == "cpu" and "forkserver" in multiprocessing.get_all_start_methods():
+    """A record for one configuration, measured in a process of its own (a fresh interpreter for
+    malloc "default": the forkserver's children inherit its tracking settings)."""
+    if (config["device"] == "cpu" and config.get("malloc", "tracking") == "tracking"
+            and "forkserver" in multiprocessing.get_all_start_methods()):
         return run_forked(config, timeout)
     return run_subprocess(config, timeout)

@@ -8,8 +8,10 @@ other's first, and a mismatch fails the configuration before anything is
 timed; one warm-up step under the saved-bytes
 counter (the deterministic figure; also checks the loss is finite and creates
 the optimizer's state); then `iters` timed steps, each under PeakMemory
-(no hooks there, so timing and peaks are those of a plain step).
+(no hooks there, so timing and peaks are those of a plain step; with
+"malloc": "default" on the CPU, timed without it: see launch.py).
 """
+import contextlib
 import json
 import math
 import os
@@ -57,10 +59,13 @@ def _run(config):
     if not math.isfinite(loss):
         raise FloatingPointError(f"{method} T={T}: loss is {loss}")
 
+    # Under the C library's default malloc (config "malloc": "default") freed memory is reused, so the
+    # RSS high-water mark is not the step's working set: peaks are not measured then (CUDA's are).
+    measure_peaks = device.type == "cuda" or config.get("malloc", "tracking") == "tracking"
     times, peaks, source = [], [], None
     for _ in range(iters):
         _sync(device)
-        with memory.PeakMemory(device) as pm:
+        with memory.PeakMemory(device) if measure_peaks else contextlib.nullcontext() as pm:
             t0 = time.perf_counter()
             loss_i = step(x, y, opt, T)
             _sync(device)
@@ -68,8 +73,11 @@ def _run(config):
         if not math.isfinite(float(loss_i)):
             raise FloatingPointError(f"{method} T={T}: loss is {float(loss_i)}")
         times.append(dt)
-        peaks.append(pm.bytes)
-        source = pm.source
+        if measure_peaks:
+            peaks.append(pm.bytes)
+            source = pm.source
+    if not measure_peaks:
+        peaks, source = [float("nan")], "not measured (the C library's default malloc reuses freed memory)"
     return {
         "method": method, "T": T, "batch": batch, "device": device.type, "model": model_name,
         "iter_s": statistics.median(times), "peak_mb": statistics.median(peaks) / memory.MB,
