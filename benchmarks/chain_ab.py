@@ -158,13 +158,13 @@ def markdown(payload):
     if payload.get("note"):
         lines.append(f"Note: {payload['note']}")
     lines += ["", "Checked first, per model and batch: one step per path on copies of the model, same loss and "
-              "gradients (max |diff| below; relative to the largest gradient entry; ottt_o: also the parameters after its "
-              "T optimizer steps), the chain run at every step.",
-              "", "| model | mode | batch | threads | autograd ms / call | chain ms / call | speed-up | per-round ratios | "
-              "loss diff | grad diff |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "gradients (max |diff| below; relative to the largest gradient entry; ottt_o: also the parameters "
+              "after its T optimizer steps), the chain run at every step.",
+              "", "| model | mode | batch | threads | autograd ms / call | chain ms / call | speed-up | "
+              "per-round ratios | loss diff | grad diff |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in payload["records"]:
         rounds = " ".join(f"{v:.2f}" for v in r["round_ratios"])
-        lines.append(f"| {r['model']} | {r.get('mode', 'ottt_a')} | {r['batch']} | {r['threads']} | {r['autograd_ms_median']:.3f} | "
+        lines.append(f"| {r['model']} | {r['mode']} | {r['batch']} | {r['threads']} | {r['autograd_ms_median']:.3f} | "
                      f"{r['chain_ms_median']:.3f} | {r['speedup']:.2f} | {rounds} | {r['check']['loss_diff']:.1e} | "
                      f"{r['check']['grad_diff']:.1e} |")
     return "\n".join(lines) + "\n"

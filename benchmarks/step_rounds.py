@@ -13,9 +13,9 @@ memory to the OS and faults it in again at every step). Time only: peaks are not
 
 --malloc default: passed on to the bench (`python -m ottt_cuda.bench --malloc default`): each
 configuration in a fresh interpreter with the C library's malloc as any training process has it. The
-bench's default (--malloc tracking) sets MALLOC_MMAP_THRESHOLD_=65536 / MALLOC_TRIM_THRESHOLD_=131072 so that RSS follows tensor
-lifetimes and its peaks are exact; that makes every allocation above 64 KB a fresh mmap, whose page
-faults its times then include: a method that allocates and frees a time step's buffers T times per
+bench's default (--malloc tracking) sets MALLOC_MMAP_THRESHOLD_=65536 / MALLOC_TRIM_THRESHOLD_=131072
+so that RSS follows tensor lifetimes and its peaks are exact; that makes every allocation above 64 KB a
+fresh mmap, whose page faults its times then include: a method that allocates and frees a time step's buffers T times per
 step (OTTT) pays them T times, one that allocates the whole sequence's at once (BPTT) once. Under the
 default malloc, freed memory is reused, so that run does not measure peaks (read them from a tracking
 run).
@@ -24,7 +24,6 @@ suite, and SpikingJelly's peers are checked by `ottt_cuda.bench` before they are
 """
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout
 
 from ottt_cuda.bench.machine import command_line, machine  # noqa: E402
+from ottt_cuda.bench.report import _fmt  # noqa: E402
 
 
 def run_one(method, args, threads, out):
@@ -131,7 +131,7 @@ def _fresh_rounds(a):
 
 
 def _mb(v):
-    return "–" if v is None or math.isnan(v) else f"{v:.0f}"
+    return _fmt(v, ".0f")  # "–" for a peak the run did not measure (None or NaN)
 
 
 def _summary(a, records):

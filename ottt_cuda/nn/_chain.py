@@ -30,11 +30,11 @@ numbers (the float64 tests compare them). A linked LIF updates its synapse's tra
 kernel pass as in nn._handoff, handed over directly (the chain knows who reads the spikes).
 
 Used by train_step's OTTT_A, SLTT and OTTT_O loops only (inside online_steps with deferred weight
-gradients; OTTT_O flushes them and re-standardizes the sWS weights at every step), and only where nothing could observe the difference: no module hooks
-(the model's, its layers' or global ones), no gradient hooks on the parameters, every
-parameter a leaf that requires grad in the input's dtype, no autocast, no input that
-requires grad, the compiled kernels serving the input, no torch.compile tracing.
-Anything else takes the autograd path (plan() returns None). `enabled = False` turns
+gradients; OTTT_O flushes them and re-standardizes the sWS weights at every step), and only where
+nothing could observe the difference: no module hooks (the model's, its layers' or global ones),
+no gradient hooks on the parameters, every parameter a leaf that requires grad in the input's
+dtype, no autocast, no input that requires grad, the compiled kernels serving the input, no
+torch.compile tracing. Anything else takes the autograd path (plan() returns None). `enabled = False` turns
 it off (tests compare the two). A chain with convolutions keeps autograd too unless
 `conv_chains` (no measured gain on the CPU; not yet run on a GPU); the CUDA-graph step takes them.
 """
@@ -69,7 +69,7 @@ def plan(model, x, per_step=False):
     step itself (its OTTT_O loop: the weights change after every step)."""
     if not enabled:
         return None
-    layers, _reason = check(model, x, deferred=True, contexts=not per_step)
+    layers, _reason = check(model, x, deferred=not per_step)
     if layers is None:
         return None
     if not conv_chains and any(_kind(m) == "conv" for m in layers):
@@ -80,12 +80,13 @@ def plan(model, x, per_step=False):
     return Chain(layers)
 
 
-def check(model, x, deferred, contexts=True):
+def check(model, x, deferred):
     """(layers, None) when `model`'s steps on inputs like x may run as a chain, else (None, why), `why`
-    naming the module or setting in the way. deferred: train_step's OTTT_A / OTTT_O loops (the synapses
-    hold a _deferred.DeferredWeightGrad, online_steps(defer_weight_grads=True), and the sWS weights are
-    hoisted: checked here unless `contexts` is False, the caller then entering them around each step);
-    False: the CUDA-graph step (nn._graph), which keeps its own buffers."""
+    naming the module or setting in the way. deferred: train_step's OTTT_A / SLTT loop, already inside
+    online_steps(defer_weight_grads=True) and hoisted(model) (the synapses hold a
+    _deferred.DeferredWeightGrad, the sWS weights are hoisted: checked here); False: a caller that sets up
+    its own weights and gradient buffers, or enters those two contexts around each step itself (the
+    CUDA-graph step, nn._graph; the OTTT_O loop)."""
     layers, containers = _layers_of(model)
     if layers is None:
         return None, (f"the model is a {type(model).__name__}, not a torch.nn.Sequential (nor a model that "
@@ -116,7 +117,7 @@ def check(model, x, deferred, contexts=True):
         synapses = [("", m)] if kind in ("linear", "conv") else [(".input", m.input), (".recurrent", m.recurrent)] \
             if kind == "rlif" else []
         for where, syn in synapses:
-            why = _synapse_problem(f"{name}{where}", syn, x, deferred and contexts)
+            why = _synapse_problem(f"{name}{where}", syn, x, deferred)
             if why is not None:
                 return None, why
         if kind == "rlif" and (_kind(m.neuron) != "lif" or _kind(m.dropout) != "dropout"):
