@@ -7,7 +7,9 @@ the paper-code N(0, 0.01)), "drop_rec" (the hidden layer's dropout mask also on 
 the recurrent synapse), "norm_mnist" (MNIST's mean/std for the input), "input_raw" (the input synapse's weight gradient
 uses the input x itself, not its trace x_hat: what the paper's public code does for its first,
 image-fed layer), "cos_iter" (the cosine schedule stepped after every optimizer step, over all the run's
-iterations, instead of once per epoch as the paper's code), or several joined with "+".
+iterations, instead of once per epoch as the paper's code), "rec_zero" (the recurrent synapse's weights
+start at zero instead of N(0, 0.01): what the paper's public code does for the feedback synapse of its
+other feedback model, VGG-11F of supplementary D.2), or several joined with "+".
 The variants are applied in this process only, by replacing the pieces they change, so that the
 screening could run against the released recipe unchanged; `drop_rec` is now also the library's
 `R400(feedback_dropout=True)` (see the recipe). Results: benchmarks/results/fmnist_screen_20ep.*.
@@ -21,7 +23,7 @@ from ottt_cuda.train import cli, data, runner
 
 r400mod = importlib.import_module("ottt_cuda.models.r400")
 
-KNOWN = {"base", "init_default", "drop_rec", "norm_mnist", "input_raw", "cos_iter"}
+KNOWN = {"base", "init_default", "drop_rec", "norm_mnist", "input_raw", "cos_iter", "rec_zero"}
 FMNIST_TRAIN = 60000
 
 
@@ -76,6 +78,13 @@ def apply(arms):
             orig_init(self, *args, **kwargs)
             self.rnn.input.trace = False
         r400mod.R400.__init__ = init
+    if "rec_zero" in arms:         # the recurrent synapse zero-initialized (the paper's code: VGG-11F's fb_conv)
+        orig_r400_init = r400mod.R400.__init__
+
+        def init_rec_zero(self, *args, **kwargs):
+            orig_r400_init(self, *args, **kwargs)
+            self.rnn.recurrent.weight.data.zero_()
+        r400mod.R400.__init__ = init_rec_zero
     if "drop_rec" in arms:         # the hidden layer's dropout mask also on the spikes fed back
         orig_forward = r400mod.R400.forward
 

@@ -36,6 +36,7 @@ sys.path.insert(0, ROOT)  # run from a checkout
 
 from ottt_cuda.bench.machine import command_line, machine  # noqa: E402
 from ottt_cuda.bench.report import _fmt  # noqa: E402
+from ottt_cuda.bench.worker import DEFAULT_MALLOC, MALLOC_CHOICES, TRACKING  # noqa: E402
 
 
 def run_one(method, args, threads, out):
@@ -96,7 +97,7 @@ def main(argv=None):
     p.add_argument("--iters", type=int, default=2, help="timed steps per process (after 1 warm-up)")
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--steady", action="store_true", help="one process, memory kept, warm: see the module doc")
-    p.add_argument("--malloc", choices=["tracking", "default"], default="tracking",
+    p.add_argument("--malloc", choices=MALLOC_CHOICES, default=TRACKING,
                    help="fresh processes: the bench's RSS-tracking malloc settings, or the C library's default")
     p.add_argument("--warmup", type=int, default=3, help="--steady: untimed steps per method and thread count")
     p.add_argument("--note", default="")
@@ -105,7 +106,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.rounds < 1 or a.iters < 1:
         p.error("--rounds and --iters must be at least 1")
-    if a.steady and a.malloc != "tracking":
+    if a.steady and a.malloc != TRACKING:
         p.error("--malloc is for fresh processes (--steady keeps freed memory itself)")
     t0 = time.time()
     if a.steady:
@@ -162,7 +163,7 @@ def _report(a, records, summary, t0):
               f"Rounds: {a.rounds} (methods interleaved, a fresh process per configuration, {a.iters} timed steps "
               f"after 1 warm-up in each; median over rounds; " +
               ("the C library's default malloc: freed memory reused, peaks not measured). "
-               if a.malloc == "default" else "the bench's RSS-tracking malloc settings). ")) +
+               if a.malloc == DEFAULT_MALLOC else "the bench's RSS-tracking malloc settings). ")) +
              f"Wall: {result['wall_s']:.0f} s.  "]
     if a.note:
         lines.append(f"Note: {a.note}")

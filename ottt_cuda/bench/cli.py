@@ -18,7 +18,7 @@ import time
 import torch
 
 from ..train.progress import bar
-from . import launch, methods, presets, report
+from . import launch, methods, presets, report, worker
 from .machine import machine
 
 def _positive(text):
@@ -51,7 +51,7 @@ def _build_parser():
                    help="timed steps per configuration after 1 warm-up (default: quick 1 on CPU, else 3)")
     p.add_argument("--threads", type=_positive, default=None, help="torch CPU threads in each worker")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per configuration")
-    p.add_argument("--malloc", choices=["tracking", "default"], default="tracking",
+    p.add_argument("--malloc", choices=worker.MALLOC_CHOICES, default=worker.TRACKING,
                    help="CPU workers: 'tracking' (malloc settings that make RSS follow tensor lifetimes: exact "
                         "peaks, and step times that include the page faults of every fresh allocation) or "
                         "'default' (the C library's malloc as a training process has it: step times without "
@@ -98,7 +98,7 @@ def parse_args(argv=None):
         p.error("--device cuda: no CUDA device is available")
     if not args.timeout > 0:
         p.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
-    if args.malloc == "default" and args.in_process:
+    if args.malloc == worker.DEFAULT_MALLOC and args.in_process:
         p.error("--malloc default runs each configuration in a fresh interpreter; not with --in-process")
     args.preset = "full" if args.full else "quick"
     defaults = presets.preset(args.preset, args.device)

@@ -32,7 +32,7 @@ def _failed(config, error):
     return dict(config, iter_s=None, peak_mb=None, saved_mb=None, error=error[-2000:])
 
 
-def worker_env(malloc="tracking"):
+def worker_env(malloc=worker.TRACKING):
     """The environment of a worker interpreter: this very package importable
     (a checkout or an install), and the malloc settings above ("tracking"), or
     none of them, even where this process's environment has them ("default":
@@ -40,7 +40,7 @@ def worker_env(malloc="tracking"):
     env = dict(os.environ)
     env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     for k, v in _MALLOC_ENV.items():
-        if malloc == "default":
+        if malloc == worker.DEFAULT_MALLOC:
             env.pop(k, None)
         else:
             env.setdefault(k, v)
@@ -52,7 +52,7 @@ def run_subprocess(config, timeout):
     cmd = [sys.executable, "-m", "ottt_cuda.bench.worker", json.dumps(config)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env=worker_env(config.get("malloc", "tracking")))
+                              env=worker_env(worker.malloc_of(config)))
     except subprocess.TimeoutExpired:
         return _failed(config, f"timed out after {timeout:.0f} s")
     lines = proc.stdout.strip().splitlines()
@@ -105,7 +105,7 @@ def run_forked(config, timeout):
 def run_config(config, timeout):
     """A record for one configuration, measured in a process of its own (a fresh interpreter for
     malloc "default": the forkserver's children inherit its tracking settings)."""
-    if (config["device"] == "cpu" and config.get("malloc", "tracking") == "tracking"
+    if (config["device"] == "cpu" and worker.malloc_of(config) == worker.TRACKING
             and "forkserver" in multiprocessing.get_all_start_methods()):
         return run_forked(config, timeout)
     return run_subprocess(config, timeout)

@@ -23,6 +23,17 @@ import torch
 
 from . import memory, methods
 
+# The bench's --malloc choices for CPU workers; the first is the default. "tracking": glibc's malloc
+# set so that RSS follows tensor lifetimes (exact peaks; see launch.py); "default": the C library's
+# malloc as a training process has it (step times without those page faults; no peaks).
+MALLOC_CHOICES = ("tracking", "default")
+TRACKING, DEFAULT_MALLOC = MALLOC_CHOICES
+
+
+def malloc_of(config):
+    """A configuration's malloc choice ("tracking" where it names none, as older configs do)."""
+    return config.get("malloc", TRACKING)
+
 
 def _sync(device):
     if device.type == "cuda":
@@ -61,7 +72,7 @@ def _run(config):
 
     # Under the C library's default malloc (config "malloc": "default") freed memory is reused, so the
     # RSS high-water mark is not the step's working set: peaks are not measured then (CUDA's are).
-    measure_peaks = device.type == "cuda" or config.get("malloc", "tracking") == "tracking"
+    measure_peaks = device.type == "cuda" or malloc_of(config) == TRACKING
     times, peaks, source = [], [], None
     for _ in range(iters):
         _sync(device)
