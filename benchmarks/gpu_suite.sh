@@ -91,13 +91,19 @@ PY
   echo "KEY: $("$PY" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")' 2>&1 | tail -n 1)"
 }
 
-wheels() {  # pip --target from .whl/ without a network; a wheel that does not fit this Python is skipped
+# pip --target from .whl/ without a network. A wheel pip refuses is unpacked by hand only when it is
+# pure Python (*-none-any); a compiled one for another CPython (h5py's, made for the GPU machine's 3.12)
+# is skipped, so that it cannot shadow a working copy of the same package (a dry run on another Python).
+wheels() {
   [ -d "$ROOT/.whl" ] || { echo "KEY: no .whl folder: SpikingJelly peers skipped"; return 0; }
   "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$ROOT"/.whl/*.whl 2>/dev/null || {
     for w in "$ROOT"/.whl/*.whl; do
-      "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$w" 2>/dev/null ||
-        "$PY" -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" "$w" "$SITE" ||
-        echo "skipped $w"
+      "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$w" 2>/dev/null && continue
+      case $w in
+        *-none-any.whl) "$PY" -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" \
+                          "$w" "$SITE" || echo "skipped $w" ;;
+        *) echo "skipped $w (built for another Python or platform)" ;;
+      esac
     done
   }
   ls "$SITE"

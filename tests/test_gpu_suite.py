@@ -31,7 +31,8 @@ def test_gpu_suite_dry_run(tmp_path):
     assert "--device cuda --model vgg11_ws --batch 128 --T 1 6 16 32" in out
     wheels_line = next(line for line in out.splitlines() if line.startswith("dry run: wheels:"))
     if os.path.isdir(os.path.join(ROOT, ".whl")):
-        assert "importable" in wheels_line
+        # (not just "importable": the failure line says "NOT importable")
+        assert "spikingjelly importable from" in wheels_line, wheels_line
     else:
         assert "no .whl folder" in wheels_line
     # Exactly the two result files come back, and the archive holds the logs.
