@@ -46,6 +46,7 @@ TORCH_LIBRARY(ottt_cuda, m) {
 namespace ottt {
 void register_fast_calls(pybind11::module_& parent);  // csrc/fast_calls.cpp
 void register_ws_cpu(pybind11::module_& m);  // csrc/cpu/ws_cpu.cpp
+const char* cpu_vector_isa();  // csrc/cpu/lif_step_cpu.cpp
 }  // namespace ottt
 
 namespace {
@@ -68,6 +69,7 @@ pybind11::dict build_info() {
   d["cuda_archs"] = "";
 #endif
   d["cpu_compiled"] = true;
+  d["cpu_vector_isa"] = ottt::cpu_vector_isa();
 #ifdef _OPENMP
   d["openmp"] = true;
 #else

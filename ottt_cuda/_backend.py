@@ -122,6 +122,9 @@ def build_info() -> dict:
         "cuda_compiled": _extension.cuda_compiled(),
         "cuda_archs": info.get("cuda_archs", ""),
         "openmp": info.get("openmp", False),
+        # the widest vector loop the compiled CPU kernels take here ("avx512", "avx2", "scalar"; None
+        # without them); ATEN_CPU_CAPABILITY=avx2 turns the AVX-512 loops off (csrc/cpu/cpu_isa.h)
+        "cpu_vector_isa": info.get("cpu_vector_isa"),
         "triton_available": triton_available(),
         "cuda_device_available": torch.cuda.is_available(),
     }

@@ -26,6 +26,8 @@ def test_build_info_tells_the_truth():
     assert not (info["cpu_compiled"] or info["cuda_compiled"]) or info["extension_loaded"]
     if info["extension_loaded"]:
         assert info["torch_version"].split(".")[:2] == torch.__version__.split(".")[:2]
+    # which vector loop the CPU kernels take (tests/test_cpu_isa_paths.py checks it against the CPU's flags)
+    assert info["cpu_vector_isa"] in (("avx512", "avx2", "scalar") if info["cpu_compiled"] else (None,))
     # cpu_compiled: forcing the compiled CPU backend runs exactly when it says so
     if info["cpu_compiled"]:
         with using_backend("cpu"):

@@ -4,6 +4,7 @@
 
 #include "../op_inputs.h"
 #include "dispatch_flags.h"
+#include "sigmoid_bwd_avx512.h"
 #include "surrogate_avx2.h"  // last: it includes ATen/cpu/vec for AVX2 (see there)
 
 namespace ottt {
@@ -81,6 +82,17 @@ at::Tensor lif_step_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& h_in,
         // keep the scalar loop below, which widens to float per element.
         if constexpr (std::is_same_v<scalar_t, opmath_t>) {
           if (has_avx2_fma()) {
+#if OTTT_HAVE_AVX512_SIGMOID
+            // float32 sigmoid on an AVX-512 CPU: 16 lanes (see sigmoid_bwd_avx512.h for why only this case).
+            if constexpr (K.value == Surrogate::Sigmoid && std::is_same_v<scalar_t, float>) {
+              if (avx512::use_avx512_vec()) {
+                at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
+                  avx512::sigmoid_bwd_f32(zp, gp, has_mask.value ? mp : nullptr, op, al, in_scale, begin, end);
+                });
+                return;
+              }
+            }
+#endif
             at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
               avx2::lif_step_bwd_range<K.value, has_mask.value, scalar_t>(zp, gp, mp, op, al, in_scale, begin, end);
             });
@@ -102,6 +114,21 @@ at::Tensor lif_step_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& h_in,
 }
 
 }  // namespace
+
+// The widest vector loop the CPU kernels take here, for build_info (bug reports; the tests that
+// compare the paths): "avx512" (the float32 sigmoid backward and outer_accumulate_'s small
+// batches), "avx2" (every surrogate backward), or "scalar" (what the compiler vectorized alone).
+const char* cpu_vector_isa() {
+#if OTTT_HAVE_AVX2_PATH
+  if (has_avx2_fma()) {
+#if OTTT_HAVE_AVX512_SIGMOID
+    if (avx512::use_avx512_vec()) return "avx512";
+#endif
+    return "avx2";
+  }
+#endif
+  return "scalar";
+}
 
 TORCH_LIBRARY_IMPL(ottt_cuda, CPU, m) {
   m.impl("lif_step_fwd", &lif_step_fwd_cpu);

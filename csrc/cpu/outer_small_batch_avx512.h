@@ -10,11 +10,13 @@
 // each vector of a loaded from L1 feeds four FMAs.
 //
 // Compiled for AVX-512F by a target attribute, called only when the CPU has it
-// (has_avx512f()); elsewhere the caller keeps addmm_. Intrinsics only, so no
+// (has_avx512f(), which also honours ATEN_CPU_CAPABILITY: cpu_isa.h); elsewhere the caller keeps addmm_. Intrinsics only, so no
 // ATen vector header is involved (compare surrogate_avx2.h).
 #pragma once
 
 #include <cstdint>
+
+#include "cpu_isa.h"
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(_MSC_VER)
 #define OTTT_HAVE_AVX512_OUTER 1
@@ -82,9 +84,9 @@ inline void outer_rows_n(int64_t n, float* w, const float* g, const float* a, in
 
 }  // namespace avx512
 
-// True when this CPU runs the AVX-512F path (checked once).
+// True when this CPU runs the AVX-512F path and ATEN_CPU_CAPABILITY allows it (cpu_isa.h; checked once).
 inline bool has_avx512f() {
-  static const bool ok = __builtin_cpu_supports("avx512f");
+  static const bool ok = avx512_allowed_by_env() && __builtin_cpu_supports("avx512f");
   return ok;
 }
 
