@@ -81,7 +81,8 @@ def test_sigmoid_backward_paths_agree_with_the_formula_and_each_other(tmp_path):
     avx2 = _run(tmp_path, "avx2")
     # The path each process took: the widest this CPU has, and no AVX-512 when ATEN_CPU_CAPABILITY says avx2.
     isa_auto, isa_avx2 = auto.pop("isa"), avx2.pop("isa")
-    assert isa_auto == ottt_cuda.build_info()["cpu_vector_isa"] == _widest_isa()
+    # (not this process's build_info: the variable may be set here; both runs set or clear it themselves)
+    assert isa_auto == _widest_isa()
     assert isa_avx2 == ("avx2" if isa_auto == "avx512" else isa_auto)
     assert auto.keys() == avx2.keys() and len(auto) == len(SIZES) * len(ALPHAS) * 2
     for key, (z, g, m, got) in auto.items():
