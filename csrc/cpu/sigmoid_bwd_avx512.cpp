@@ -1,7 +1,8 @@
 // See sigmoid_bwd_avx512.h. The loop and the formula are surrogate_avx2.h's
-// sigmoid case at 16 lanes: this unit is compiled for AVX-512 (GCC/Clang target
-// pragma, as surrogate_avx2.h does for AVX2) and its function is called only when
-// the CPU has it (use_avx512_vec()); nothing else here uses AVX-512.
+// sigmoid case at 16 lanes, compiled from the same source (surrogate_vec_body.h):
+// this unit is compiled for AVX-512 (GCC/Clang target pragma, as surrogate_avx2.h
+// does for AVX2) and its function is called only when the CPU has it
+// (use_avx512_vec()); nothing else here uses AVX-512.
 #include "sigmoid_bwd_avx512.h"
 
 #if OTTT_HAVE_AVX512_SIGMOID
@@ -44,36 +45,16 @@ namespace ottt {
 namespace avx512 {
 namespace {
 
-using V = at::vec::Vectorized<float>;
-static_assert(V::size() == 16, "ATen/cpu/vec was included before this unit's AVX-512 setup");
+static_assert(at::vec::Vectorized<float>::size() == 16, "ATen/cpu/vec was included before this unit's AVX-512 setup");
 
-template <bool HasMask>
-void range(const float* zp, const float* gp, const float* mp, float* op, float alpha, float in_scale,
-           int64_t begin, int64_t end) {
-  constexpr int64_t W = V::size();
-  int64_t i = begin;
-  for (; i + W <= end; i += W) {
-    V gs = V::loadu(gp + i);
-    if constexpr (HasMask) gs = gs * V::loadu(mp + i);
-    const V z = V::loadu(zp + i);
-    // surrogate_avx2.h's sigmoid: exp_u20, then keep a NaN membrane's NaN (exp_u20 clamps it away).
-    const V sg = (V(1.f) + (V(-alpha) * z).exp_u20()).reciprocal();
-    const V d = V::blendv(V(alpha) * sg * (V(1.f) - sg), z, z.isnan());
-    (gs * d * V(in_scale)).store(op + i);
-  }
-  for (; i < end; ++i) {
-    float gs = gp[i];
-    if constexpr (HasMask) gs *= mp[i];
-    op[i] = gs * surrogate_grad(Surrogate::Sigmoid, zp[i], alpha) * in_scale;
-  }
-}
+#include "surrogate_vec_body.h"  // the AVX2 loop's source, here at 16 float lanes
 
 }  // namespace
 
 void sigmoid_bwd_f32(const float* z, const float* grad, const float* mask, float* out, float alpha,
                      float in_scale, int64_t begin, int64_t end) {
-  if (mask != nullptr) range<true>(z, grad, mask, out, alpha, in_scale, begin, end);
-  else range<false>(z, grad, mask, out, alpha, in_scale, begin, end);
+  if (mask != nullptr) lif_step_bwd_range<Surrogate::Sigmoid, true, float>(z, grad, mask, out, alpha, in_scale, begin, end);
+  else lif_step_bwd_range<Surrogate::Sigmoid, false, float>(z, grad, mask, out, alpha, in_scale, begin, end);
 }
 
 }  // namespace avx512
