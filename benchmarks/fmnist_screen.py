@@ -64,6 +64,16 @@ def _per_iteration_cosine(build):
     return build_optimizer
 
 
+def _after_r400_init(change):
+    """Run change(model) at the end of every R400's __init__ (arms combine: each wraps the one before)."""
+    orig_init = r400mod.R400.__init__
+
+    def init(self, *args, **kwargs):
+        orig_init(self, *args, **kwargs)
+        change(self)
+    r400mod.R400.__init__ = init
+
+
 def apply(arms):
     if "cos_iter" in arms:
         runner.build_optimizer = _per_iteration_cosine(runner.build_optimizer)
@@ -72,19 +82,9 @@ def apply(arms):
     if "init_default" in arms:     # PyTorch's default Linear init instead of N(0, 0.01)
         r400mod.init_paper = lambda m: m
     if "input_raw" in arms:        # the input synapse untraced (the paper's code: its first layer is not wrapped)
-        orig_init = r400mod.R400.__init__
-
-        def init(self, *args, **kwargs):
-            orig_init(self, *args, **kwargs)
-            self.rnn.input.trace = False
-        r400mod.R400.__init__ = init
+        _after_r400_init(lambda model: setattr(model.rnn.input, "trace", False))
     if "rec_zero" in arms:         # the recurrent synapse zero-initialized (the paper's code: VGG-11F's fb_conv)
-        orig_r400_init = r400mod.R400.__init__
-
-        def init_rec_zero(self, *args, **kwargs):
-            orig_r400_init(self, *args, **kwargs)
-            self.rnn.recurrent.weight.data.zero_()
-        r400mod.R400.__init__ = init_rec_zero
+        _after_r400_init(lambda model: model.rnn.recurrent.weight.data.zero_())
     if "drop_rec" in arms:         # the hidden layer's dropout mask also on the spikes fed back
         orig_forward = r400mod.R400.forward
 

@@ -419,7 +419,7 @@ def _ottt_o_chain(run, model, chain, x_at, T, optimizer):
     rows first, then through the standardization: the order train_step's OTTT_A loop exits in), and
     the optimizer step. The same arithmetic as the autograd path (float64 tests)."""
     with _state.online_steps(model, defer_weight_grads=True):
-        pending = [m._deferred for m in model.modules() if getattr(m, "_deferred", None) is not None]
+        pending = _state.deferred_weight_grads(model)
         for t in range(T):
             if t:
                 optimizer.zero_grad(set_to_none=True)

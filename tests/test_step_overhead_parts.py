@@ -246,6 +246,22 @@ def test_online_steps_drops_pending_gradients_on_an_exception_and_flushes_on_exi
     assert m[0].weight.grad is not None and m[0].weight.grad.abs().max() > 0
 
 
+def test_deferred_weight_grads_lists_the_synapses_online_steps_set_up():
+    from ottt_cuda.nn import _state
+    from ottt_cuda.nn.synapse import Linear
+
+    m = _tiny()
+    linears = [mod for mod in m.modules() if isinstance(mod, Linear)]
+    assert linears and _state.deferred_weight_grads(m) == []
+    onn.reset(m)
+    with onn.online_steps(m, defer_weight_grads=True):
+        got = _state.deferred_weight_grads(m)
+        assert [id(d) for d in got] == [id(mod._deferred) for mod in linears] and all(d is not None for d in got)
+    with onn.online_steps(m):  # without deferral nothing is set up
+        assert _state.deferred_weight_grads(m) == []
+    assert _state.deferred_weight_grads(m) == []
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.05, 1.0])
 def test_all_step_losses_at_once_equal_step_loss_per_step(alpha):
     from ottt_cuda._loss import step_losses

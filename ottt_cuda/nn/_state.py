@@ -187,3 +187,10 @@ def online_steps(model, defer_weight_grads=False):
                 pending.flush()
             else:
                 pending.drop()
+
+
+def deferred_weight_grads(model):
+    """Inside online_steps(model, defer_weight_grads=True): the DeferredWeightGrad of every synapse
+    that has one (the ones online_steps set up, found where it put them), for a loop that flushes them
+    itself before the context exits (train_step's OTTT_O steps the optimizer every time step)."""
+    return [m._deferred for m in model.modules() if getattr(m, "_deferred", None) is not None]
