@@ -9,7 +9,11 @@ uses the input x itself, not its trace x_hat: what the paper's public code does 
 image-fed layer), "cos_iter" (the cosine schedule stepped after every optimizer step, over all the run's
 iterations, instead of once per epoch as the paper's code), "rec_zero" (the recurrent synapse's weights
 start at zero instead of N(0, 0.01): what the paper's public code does for the feedback synapse of its
-other feedback model, VGG-11F of supplementary D.2), or several joined with "+".
+other feedback model, VGG-11F of supplementary D.2), "readout_raw" (the readout synapse's weight gradient uses
+the hidden spikes s[t] themselves, not their trace: the readout is memoryless, o[t] = W s[t], so this is its
+exact gradient, equal to BPTT's; the trace is exact only for a synapse feeding a leaky membrane. A diagnostic,
+not a recipe candidate: the supplementary's Algorithm 1 takes the trace for every layer, the readout included,
+as the paper's public VGG code does), or several joined with "+".
 The variants are applied in this process only, by replacing the pieces they change, so that the
 screening could run against the released recipe unchanged; `drop_rec` is now also the library's
 `R400(feedback_dropout=True)` (see the recipe). Results: benchmarks/results/fmnist_screen_20ep.*.
@@ -23,7 +27,7 @@ from ottt_cuda.train import cli, data, runner
 
 r400mod = importlib.import_module("ottt_cuda.models.r400")
 
-KNOWN = {"base", "init_default", "drop_rec", "norm_mnist", "input_raw", "cos_iter", "rec_zero"}
+KNOWN = {"base", "init_default", "drop_rec", "norm_mnist", "input_raw", "cos_iter", "rec_zero", "readout_raw"}
 FMNIST_TRAIN = 60000
 
 
@@ -85,6 +89,8 @@ def apply(arms):
         _after_r400_init(lambda model: setattr(model.rnn.input, "trace", False))
     if "rec_zero" in arms:         # the recurrent synapse zero-initialized (the paper's code: VGG-11F's fb_conv)
         _after_r400_init(lambda model: model.rnn.recurrent.weight.data.zero_())
+    if "readout_raw" in arms:      # the readout's gradient from s[t] (exact for a memoryless readout) not its trace
+        _after_r400_init(lambda model: setattr(model.readout, "trace", False))
     if "drop_rec" in arms:         # the hidden layer's dropout mask also on the spikes fed back
         orig_forward = r400mod.R400.forward
 

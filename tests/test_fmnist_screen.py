@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+import ottt_cuda
 from ottt_cuda import models
 from ottt_cuda.nn import recurrent
 from ottt_cuda.train import data, runner
@@ -58,6 +59,30 @@ def test_rec_zero_combines_with_input_raw(screen):
     m = _build()
     assert torch.count_nonzero(m.rnn.recurrent.weight) == 0
     assert m.rnn.input.trace is False and m.rnn.recurrent.trace is True
+
+
+def _readout_grads(mode, x, y):
+    m = _build().double()
+    torch.manual_seed(1)  # the same dropout mask in every run
+    ottt_cuda.train_step(m, x, y, None, T=4, mode=mode)
+    return m.readout.weight.grad
+
+
+def test_readout_raw_gives_the_readout_bptt_s_exact_gradient(screen):
+    # The readout is memoryless (o[t] = W s[t]) and the loss's gradient at o[t] is the same in every mode (the
+    # forward is), so with s[t] instead of its trace OTTT_A's readout gradient is BPTT's, sum_t g[t]^T s[t].
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 28, 28, generator=g, dtype=torch.float64) * 6 - 2
+    y = torch.randint(0, 10, (6,), generator=g)
+    exact = _readout_grads("bptt", x, y)
+    traced = _readout_grads("ottt_a", x, y)
+    assert exact.abs().max() > 0
+    assert (traced - exact).abs().max() > 1e-3 * exact.abs().max()  # the recipe's trace: not the exact gradient
+    screen.apply({"readout_raw"})
+    m = _build()
+    assert m.readout.trace is False and m.rnn.input.trace is True and m.rnn.recurrent.trace is True
+    raw = _readout_grads("ottt_a", x, y)
+    assert torch.allclose(raw, exact, rtol=1e-10, atol=1e-12)
 
 
 def test_unknown_arm_is_refused(screen):
