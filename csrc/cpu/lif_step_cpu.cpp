@@ -85,7 +85,7 @@ at::Tensor lif_step_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& h_in,
 #if OTTT_HAVE_AVX512_SIGMOID
             // float32 sigmoid on an AVX-512 CPU: 16 lanes (see sigmoid_bwd_avx512.h for why only this case).
             if constexpr (K.value == Surrogate::Sigmoid && std::is_same_v<scalar_t, float>) {
-              if (avx512::use_avx512_vec()) {
+              if (has_avx512_vec()) {
                 at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
                   avx512::sigmoid_bwd_f32(zp, gp, has_mask.value ? mp : nullptr, op, al, in_scale, begin, end);
                 });
@@ -122,7 +122,7 @@ const char* cpu_vector_isa() {
 #if OTTT_HAVE_AVX2_PATH
   if (has_avx2_fma()) {
 #if OTTT_HAVE_AVX512_SIGMOID
-    if (avx512::use_avx512_vec()) return "avx512";
+    if (has_avx512_vec()) return "avx512";
 #endif
     return "avx2";
   }

@@ -16,7 +16,7 @@
 
 #include <cstdint>
 
-#include "cpu_isa.h"
+#include "cpu_isa.h"  // has_avx512f()
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(_MSC_VER)
 #define OTTT_HAVE_AVX512_OUTER 1
@@ -83,13 +83,6 @@ inline void outer_rows_n(int64_t n, float* w, const float* g, const float* a, in
 }
 
 }  // namespace avx512
-
-// True when this CPU runs the AVX-512F path and ATEN_CPU_CAPABILITY allows it (cpu_isa.h; checked once).
-inline bool has_avx512f() {
-  static const bool ok = avx512_allowed_by_env() && __builtin_cpu_supports("avx512f");
-  return ok;
-}
-
 }  // namespace ottt
 
 #else

@@ -2,7 +2,7 @@
 // sigmoid case at 16 lanes, compiled from the same source (surrogate_vec_body.h):
 // this unit is compiled for AVX-512 (GCC/Clang target pragma, as surrogate_avx2.h
 // does for AVX2) and its function is called only when the CPU has it
-// (use_avx512_vec()); nothing else here uses AVX-512.
+// (has_avx512_vec(), cpu_isa.h); nothing else here uses AVX-512.
 #include "sigmoid_bwd_avx512.h"
 
 #if OTTT_HAVE_AVX512_SIGMOID

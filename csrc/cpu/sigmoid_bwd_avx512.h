@@ -13,7 +13,7 @@
 
 #include <cstdint>
 
-#include "cpu_isa.h"
+#include "cpu_isa.h"  // has_avx512_vec(): call sigmoid_bwd_f32 only where it is true
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(_MSC_VER)
 #define OTTT_HAVE_AVX512_SIGMOID 1
@@ -24,15 +24,6 @@ namespace avx512 {
 // mask may be null (no mask).
 void sigmoid_bwd_f32(const float* z, const float* grad, const float* mask, float* out, float alpha,
                      float in_scale, int64_t begin, int64_t end);
-
-// True when this CPU has what ATen's AVX-512 vector type uses (F, DQ, BW, VL) and
-// ATEN_CPU_CAPABILITY allows AVX-512 (cpu_isa.h). Checked once.
-inline bool use_avx512_vec() {
-  static const bool ok = avx512_allowed_by_env() && __builtin_cpu_supports("avx512f") &&
-                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512vl");
-  return ok;
-}
 
 }  // namespace avx512
 }  // namespace ottt

@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #include "../ottt_math.h"
+#include "cpu_isa.h"  // has_avx2_fma()
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(_MSC_VER)
 #define OTTT_HAVE_AVX2_PATH 1
@@ -60,14 +61,6 @@ static_assert(std::is_convertible_v<at::vec::Vectorized<float>, __m256>, "includ
 }  // namespace ottt
 
 #pragma GCC pop_options
-
-namespace ottt {
-// True when this CPU runs the AVX2 + FMA path (checked once).
-inline bool has_avx2_fma() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-}
-}  // namespace ottt
 
 #else
 #define OTTT_HAVE_AVX2_PATH 0

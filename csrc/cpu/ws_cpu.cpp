@@ -28,6 +28,8 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu_isa.h"  // has_avx2_fma()
+
 namespace ottt {
 namespace {
 
@@ -92,7 +94,7 @@ __attribute__((always_inline)) inline void ws_forward_rows(const scalar_t* w, co
 
 // The same loops compiled for AVX2 + FMA (8 floats per vector instead of SSE2's 4), chosen at
 // run time where the CPU has both, as ATen does for its own kernels.
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(_MSC_VER)  // as cpu_isa.h
 #define OTTT_WS_AVX2 1
 template <typename scalar_t>
 __attribute__((target("avx2,fma"))) void ws_backward_rows_avx2(const scalar_t* w, const scalar_t* g,
@@ -107,11 +109,6 @@ __attribute__((target("avx2,fma"))) void ws_forward_rows_avx2(const scalar_t* w,
                                                              scalar_t* out, scalar_t* mean, scalar_t* scale,
                                                              int64_t n, int64_t r0, int64_t r1) {
   ws_forward_rows<scalar_t>(w, gain, eps, out, mean, scale, n, r0, r1);
-}
-
-bool cpu_has_avx2_fma() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
 }
 #endif
 
@@ -147,7 +144,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ws_forward_cpu(const at::Tensor& 
     scalar_t *op = w_hat.data_ptr<scalar_t>(), *mp = mean.data_ptr<scalar_t>(), *sp = scale.data_ptr<scalar_t>();
     at::parallel_for(0, out, rows_per_task(n), [&](int64_t r0, int64_t r1) {
 #ifdef OTTT_WS_AVX2
-      if (cpu_has_avx2_fma()) {
+      if (has_avx2_fma()) {
         ws_forward_rows_avx2<scalar_t>(wp, gp, eps, op, mp, sp, n, r0, r1);
         return;
       }
@@ -188,7 +185,7 @@ std::tuple<at::Tensor, c10::optional<at::Tensor>> ws_backward_cpu(const at::Tens
     scalar_t* ggp = ggain.defined() ? ggain.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, out, rows_per_task(n), [&](int64_t r0, int64_t r1) {
 #ifdef OTTT_WS_AVX2
-      if (cpu_has_avx2_fma()) {
+      if (has_avx2_fma()) {
         ws_backward_rows_avx2<scalar_t>(wp, gp, mp, sp, gainp, gwp, ggp, n, r0, r1);
         return;
       }
