@@ -13,7 +13,10 @@ other feedback model, VGG-11F of supplementary D.2), "readout_raw" (the readout 
 the hidden spikes s[t] themselves, not their trace: the readout is memoryless, o[t] = W s[t], so this is its
 exact gradient, equal to BPTT's; the trace is exact only for a synapse feeding a leaky membrane. A diagnostic,
 not a recipe candidate: the supplementary's Algorithm 1 takes the trace for every layer, the readout included,
-as the paper's public VGG code does), or several joined with "+".
+as the paper's public VGG code does), "tf32" (every matmul of the training step and of the evaluation takes its
+float32 operands rounded to TF32, 10 mantissa bits, and accumulates in float32: what the paper's RTX 3090
+did by default with PyTorch before 1.12, which allowed TF32 for matmuls; a diagnostic of the arithmetic,
+not a recipe candidate), or several joined with "+".
 The variants are applied in this process only, by replacing the pieces they change, so that the
 screening could run against the released recipe unchanged; `drop_rec` is now also the library's
 `R400(feedback_dropout=True)` (see the recipe). Results: benchmarks/results/fmnist_screen_20ep.*.
@@ -22,12 +25,16 @@ import importlib
 import math
 import sys
 
-from ottt_cuda.nn import recurrent
+import torch
+import torch.nn.functional as F
+
+from ottt_cuda.nn import _chain, recurrent, synapse
 from ottt_cuda.train import cli, data, runner
 
 r400mod = importlib.import_module("ottt_cuda.models.r400")
 
-KNOWN = {"base", "init_default", "drop_rec", "norm_mnist", "input_raw", "cos_iter", "rec_zero", "readout_raw"}
+KNOWN = {"base", "init_default", "drop_rec", "norm_mnist", "input_raw", "cos_iter", "rec_zero", "readout_raw",
+         "tf32"}
 FMNIST_TRAIN = 60000
 
 
@@ -78,7 +85,69 @@ def _after_r400_init(change):
     r400mod.R400.__init__ = init
 
 
+def tf32(t):
+    """float32 t rounded to TF32 (1 + 10 mantissa bits, the float32 exponent), to nearest, ties to even:
+    what Ampere's tensor cores keep of a matmul's operands when TF32 is allowed (PyTorch's notes: "rounding
+    input data to have 10 bits of mantissa, and accumulating results with FP32 precision"). On the bit
+    pattern: add half of the dropped 13 bits' range (less one, plus the kept last bit: ties go to even) and
+    clear them; a carry into the exponent is the correct rounding up. Finite inputs only (none else here)."""
+    if t.dtype != torch.float32:
+        raise TypeError(f"tf32: t must be float32, got {t.dtype}")
+    bits = t.contiguous().view(torch.int32)
+    return ((bits + (0xFFF + ((bits >> 13) & 1))) & ~0x1FFF).view(torch.float32).view(t.shape)
+
+
+class _TF32Functional:
+    """torch.nn.functional with linear's operands rounded to TF32 (the bias added in float32, as cuBLAS's
+    epilogue does): put in place of the F the chain and the synapses call.
+
+    The weights, and the image (the same current at each of the T steps), do not change within a training
+    step, so their rounded copies are kept (rounding the 400 x 784 weight at every time step tripled the
+    epoch's time). The key is what makes two tensors' values the same: memory, shape, strides and the
+    version counter that every in-place write bumps (views share it); the entry holds the tensor, so its
+    memory cannot go to another tensor while it is kept."""
+
+    def __init__(self, keep=4):
+        self.keep = keep
+        self.kept = {}
+
+    def __getattr__(self, name):
+        return getattr(F, name)
+
+    def rounded(self, t):
+        key = (t.data_ptr(), t.dtype, tuple(t.shape), t.stride(), t._version)
+        hit = self.kept.get(key)
+        if hit is None:
+            if len(self.kept) >= self.keep:
+                self.kept.pop(next(iter(self.kept)))  # the oldest
+            hit = self.kept[key] = (t, tf32(t))
+        return hit[1]
+
+    def linear(self, x, w, b=None):
+        return F.linear(self.rounded(x), self.rounded(w), b)
+
+
+def _tf32_matmuls():
+    """The OTTT_A step (nn._chain) and the evaluation's forward with TF32 matmuls. Forward: F x and W s
+    through _TF32Functional. Backward, per step: the weight gradient g^T a (deferred, summed over the steps
+    in float32: the products of two TF32 numbers are exact in float32) and the input gradient g W, both
+    with rounded operands. Not as on the GPU: the bias gradient, a float32 sum of g there, sums the rounded
+    g here (2^-11 relative per term at most). The weight passed on to the deferral is the parameter itself
+    (its .grad is where the rows go), so it is rounded only where it enters the product."""
+    functional = _chain.F = synapse.F = _TF32Functional()
+    defer = _chain._linear_backward
+
+    def linear_backward(m, saved, g, below):
+        w, a, c = saved
+        g = tf32(g)
+        defer(m, (w, tf32(a if c == 1.0 else a * c), 1.0), g, False)
+        return g.matmul(functional.rounded(w)) if below else None
+    _chain._linear_backward = linear_backward
+
+
 def apply(arms):
+    if "tf32" in arms:             # the paper's GPU's default matmul arithmetic (RTX 3090, PyTorch < 1.12)
+        _tf32_matmuls()
     if "cos_iter" in arms:
         runner.build_optimizer = _per_iteration_cosine(runner.build_optimizer)
     if "norm_mnist" in arms:       # the author's earlier Fashion-MNIST script normalizes with MNIST's statistics

@@ -1,6 +1,7 @@
 """benchmarks/fmnist_screen.py's arms change what they say and nothing else (issue 14's screens).
 Each arm patches the R400 class or the data module in-process; the patches are undone after each test."""
 import importlib
+import math
 import os
 import sys
 
@@ -9,7 +10,7 @@ import torch
 
 import ottt_cuda
 from ottt_cuda import models
-from ottt_cuda.nn import recurrent
+from ottt_cuda.nn import _chain, recurrent, synapse
 from ottt_cuda.train import data, runner
 
 r400mod = importlib.import_module("ottt_cuda.models.r400")  # the module (ottt_cuda.models.r400 is the function)
@@ -32,6 +33,9 @@ def screen(monkeypatch):
     monkeypatch.setattr(data, "FMNIST_STD", data.FMNIST_STD)
     monkeypatch.setattr(recurrent.RecurrentLIF, "_cell", recurrent.RecurrentLIF._cell)
     monkeypatch.setattr(runner, "build_optimizer", runner.build_optimizer)
+    monkeypatch.setattr(_chain, "F", _chain.F)
+    monkeypatch.setattr(synapse, "F", synapse.F)
+    monkeypatch.setattr(_chain, "_linear_backward", _chain._linear_backward)
     return fmnist_screen
 
 
@@ -83,6 +87,138 @@ def test_readout_raw_gives_the_readout_bptt_s_exact_gradient(screen):
     assert m.readout.trace is False and m.rnn.input.trace is True and m.rnn.recurrent.trace is True
     raw = _readout_grads("ottt_a", x, y)
     assert torch.allclose(raw, exact, rtol=1e-10, atol=1e-12)
+
+
+def _tf32_ref(values):
+    """TF32 rounding in float64 arithmetic, not on the bit pattern: x = m 2^e with m in [0.5, 1) keeps
+    m to 11 bits (1 + 10 mantissa bits), rounded half to even (Python's round)."""
+    out = []
+    for v in values:
+        if v == 0.0:
+            out.append(v)
+            continue
+        m, e = math.frexp(v)
+        out.append(math.ldexp(round(m * 2.0 ** 11), e - 11))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def test_tf32_rounds_to_ten_mantissa_bits_ties_to_even(screen):
+    u = 2.0 ** -10  # TF32's unit in the last place at 1.0
+    ties = [1 + u / 2, 1 + 3 * u / 2, -(1 + u / 2), -(1 + 3 * u / 2), 2 - u / 4, 0.75 + u / 4, 0.75 + 3 * u / 4]
+    expected_ties = [1.0, 1 + 2 * u, -1.0, -(1 + 2 * u), 2.0, 0.75, 0.75 + u]  # below 1 the ulp is u / 2
+    near = [1 + u / 2 + 2.0 ** -23, 1 + u / 2 - 2.0 ** -23, 3.0 * 2.0 ** -30, -7.5e4 - 1.0 / 3]
+    g = torch.Generator().manual_seed(0)
+    rand = (torch.randn(997, generator=g) * torch.exp(torch.randn(997, generator=g) * 8)).tolist()
+    x = torch.tensor(ties + near + rand + [0.0, -0.0], dtype=torch.float32)
+    got = screen.tf32(x)
+    assert got.dtype == torch.float32 and got.shape == x.shape
+    ref = _tf32_ref(x.double().tolist())
+    assert torch.equal(got.double(), ref)
+    assert got[:len(ties)].double().tolist() == expected_ties
+    assert torch.signbit(got[-1]) and got[-1] == 0
+    # Rounded values keep at most 11 significant bits: rounding twice changes nothing.
+    assert torch.equal(screen.tf32(got), got)
+    # Strided input, the shape kept.
+    s = torch.randn(8, 6, generator=g).t()
+    assert torch.equal(screen.tf32(s), screen.tf32(s.contiguous()))
+    with pytest.raises(TypeError, match="float32"):
+        screen.tf32(x.double())
+
+
+def test_tf32_arm_rounds_the_operands_of_every_linear_product_of_the_ottt_step(screen):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 28, 28, generator=g) * 6 - 2
+    y = torch.randint(0, 10, (6,), generator=g)
+
+    def grads():
+        m = _build()
+        torch.manual_seed(1)  # the same dropout mask in every run
+        ottt_cuda.train_step(m, x, y, None, T=3, mode="ottt_a")
+        return {n: p.grad.clone() for n, p in m.named_parameters()}
+
+    plain = grads()
+    seen = {"linear": 0, "backward": 0}
+    screen.apply({"tf32"})
+    linear, backward = _chain.F.linear, _chain._linear_backward
+
+    def counted_linear(*a):
+        seen["linear"] += 1
+        return linear(*a)
+
+    def counted_backward(*a):
+        seen["backward"] += 1
+        return backward(*a)
+    _chain.F.linear, _chain._linear_backward = counted_linear, counted_backward
+    rounded = grads()
+    # The step ran through the chain and the arm's pieces: per step F x and the readout (2, W s from the
+    # second step on), and their backwards (the same count).
+    assert seen == {"linear": 3 * 2 + 2, "backward": 3 * 2 + 2}
+    # The same step at another rounding: gradients close to the float32 ones, but not the same.
+    for n, p in plain.items():
+        scale = p.abs().max()
+        assert scale > 0, n
+        diff = (rounded[n] - p).abs().max()
+        assert 0 < diff < 0.05 * scale, n
+
+    # The forward's linear: products of TF32 numbers summed in float32 (float64 reference from rounded
+    # operands), away from the unrounded product.
+    a = torch.randn(5, 37, generator=g)
+    w = torch.randn(7, 37, generator=g)
+    b = torch.randn(7, generator=g)
+    out = _chain.F.linear(a, w, b)
+    ref = screen.tf32(a).double() @ screen.tf32(w).double().t() + b.double()
+    assert torch.allclose(out.double(), ref, rtol=0, atol=1e-5)
+    assert (torch.nn.functional.linear(a, w, b).double() - ref).abs().max() > 1e-4
+    assert synapse.F is _chain.F  # the evaluation's forward rounds as well
+
+
+def test_tf32_arm_s_kept_rounded_copies_follow_in_place_writes(screen):
+    screen.apply({"tf32"})
+    f = _chain.F
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(4, 6, generator=g)
+    x = torch.randn(2, 6, generator=g)
+    assert torch.equal(f.linear(x, w), torch.nn.functional.linear(screen.tf32(x), screen.tf32(w)))
+    w.mul_(1.5).add_(1 / 3)  # as an optimizer step does: the same tensor, new values
+    assert torch.equal(f.linear(x, w), torch.nn.functional.linear(screen.tf32(x), screen.tf32(w)))
+    # A view of the same memory (as Flatten makes at every step) finds the kept copy; one written
+    # through a view does not (the version counter is shared).
+    x2 = x.view(2, 6)
+    assert f.rounded(x2) is f.rounded(x)
+    x2[0, 0] = 1 / 3
+    assert torch.equal(f.rounded(x), screen.tf32(x))
+    # Other strides over the same memory: another key.
+    sq = torch.randn(5, 5, generator=g)
+    assert torch.equal(f.rounded(sq.t()), screen.tf32(sq.t()))
+    assert torch.equal(f.rounded(sq), screen.tf32(sq))
+    # At most `keep` copies are held.
+    for _ in range(10):
+        f.rounded(torch.randn(3, generator=g))
+    assert len(f.kept) == f.keep
+
+
+def test_tf32_arm_s_backward_rounds_g_a_and_w_and_keeps_the_parameter_as_the_gradient_s_home(screen):
+    screen.apply({"tf32"})
+    g_ = torch.Generator().manual_seed(2)
+    lin = ottt_cuda.nn.Linear(9, 4)
+    kept = []
+
+    class Recorder:
+        def add(self, weight, bias, g, a, c):
+            kept.append((weight, bias, g, a, c))
+    lin._deferred = Recorder()
+    g = torch.randn(3, 4, generator=g_)
+    a = torch.randn(3, 9, generator=g_)
+    gx = _chain._linear_backward(lin, (lin.weight, a, 1.25), g, True)
+    (weight, bias, g_kept, a_kept, c_kept), = kept
+    assert weight is lin.weight and bias is lin.bias  # the leaf itself: its .grad gets the rows
+    assert torch.equal(g_kept, screen.tf32(g))
+    assert torch.equal(a_kept, screen.tf32(a * 1.25)) and c_kept == 1.0  # rounded after the scale, as on a GPU
+    ref = screen.tf32(g).double() @ screen.tf32(lin.weight.detach()).double()
+    assert torch.allclose(gx.double(), ref, rtol=0, atol=1e-6)
+    kept.clear()
+    assert _chain._linear_backward(lin, (lin.weight, a, 1.0), g, False) is None
+    assert torch.equal(kept[0][3], screen.tf32(a))
 
 
 def test_unknown_arm_is_refused(screen):

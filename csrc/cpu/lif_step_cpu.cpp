@@ -115,9 +115,10 @@ at::Tensor lif_step_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& h_in,
 
 }  // namespace
 
-// The widest vector loop the CPU kernels take here, for build_info (bug reports; the tests that
-// compare the paths): "avx512" (the float32 sigmoid backward and outer_accumulate_'s small
-// batches), "avx2" (every surrogate backward), or "scalar" (what the compiler vectorized alone).
+// The widest vector loop the surrogate backward takes here, for build_info (bug reports; the tests
+// that compare the paths): "avx512" (the float32 sigmoid backward: AVX-512 F/DQ/BW/VL), "avx2"
+// (every surrogate backward), or "scalar" (what the compiler vectorized alone). outer_accumulate_'s
+// small-batch AVX-512 loop needs F only (has_avx512f), so an F-without-BW CPU runs it under "avx2".
 const char* cpu_vector_isa() {
 #if OTTT_HAVE_AVX2_PATH
   if (has_avx2_fma()) {
