@@ -143,6 +143,17 @@ def _tf32_matmuls():
         defer(m, (w, tf32(a if c == 1.0 else a * c), 1.0), g, False)
         return g.matmul(functional.rounded(w)) if below else None
     _chain._linear_backward = linear_backward
+    plan = _chain.plan
+
+    def plan_or_refuse(model, x, per_step=False):
+        # Only the chain's products are rounded: a step on the autograd path would be plain float32.
+        chain = plan(model, x, per_step)
+        if chain is None:
+            why = _chain.check(model, x, deferred=not per_step)[1] or "nn._chain is disabled"
+            raise SystemExit(f"tf32: the training step would not run through nn._chain ({why}), and only "
+                             "the chain's products are rounded here: build ottt_cuda's compiled extension")
+        return chain
+    _chain.plan = plan_or_refuse
 
 
 def apply(arms):
