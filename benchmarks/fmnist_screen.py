@@ -94,37 +94,19 @@ def tf32(t):
     if t.dtype != torch.float32:
         raise TypeError(f"tf32: t must be float32, got {t.dtype}")
     bits = t.contiguous().view(torch.int32)
-    return ((bits + (0xFFF + ((bits >> 13) & 1))) & ~0x1FFF).view(torch.float32).view(t.shape)
+    return ((bits + (0xFFF + ((bits >> 13) & 1))) & ~0x1FFF).view(torch.float32)
 
 
 class _TF32Functional:
     """torch.nn.functional with linear's operands rounded to TF32 (the bias added in float32, as cuBLAS's
-    epilogue does): put in place of the F the chain and the synapses call.
-
-    The weights, and the image (the same current at each of the T steps), do not change within a training
-    step, so their rounded copies are kept (rounding the 400 x 784 weight at every time step tripled the
-    epoch's time). The key is what makes two tensors' values the same: memory, shape, strides and the
-    version counter that every in-place write bumps (views share it); the entry holds the tensor, so its
-    memory cannot go to another tensor while it is kept."""
-
-    def __init__(self, keep=4):
-        self.keep = keep
-        self.kept = {}
+    epilogue does): put in place of the F the chain and the synapses call."""
 
     def __getattr__(self, name):
         return getattr(F, name)
 
-    def rounded(self, t):
-        key = (t.data_ptr(), t.dtype, tuple(t.shape), t.stride(), t._version)
-        hit = self.kept.get(key)
-        if hit is None:
-            if len(self.kept) >= self.keep:
-                self.kept.pop(next(iter(self.kept)))  # the oldest
-            hit = self.kept[key] = (t, tf32(t))
-        return hit[1]
-
-    def linear(self, x, w, b=None):
-        return F.linear(self.rounded(x), self.rounded(w), b)
+    @staticmethod
+    def linear(x, w, b=None):
+        return F.linear(tf32(x), tf32(w), b)
 
 
 def _tf32_matmuls():
@@ -134,14 +116,14 @@ def _tf32_matmuls():
     with rounded operands. Not as on the GPU: the bias gradient, a float32 sum of g there, sums the rounded
     g here (2^-11 relative per term at most). The weight passed on to the deferral is the parameter itself
     (its .grad is where the rows go), so it is rounded only where it enters the product."""
-    functional = _chain.F = synapse.F = _TF32Functional()
+    _chain.F = synapse.F = _TF32Functional()
     defer = _chain._linear_backward
 
     def linear_backward(m, saved, g, below):
         w, a, c = saved
         g = tf32(g)
         defer(m, (w, tf32(a if c == 1.0 else a * c), 1.0), g, False)
-        return g.matmul(functional.rounded(w)) if below else None
+        return g.matmul(tf32(w)) if below else None
     _chain._linear_backward = linear_backward
     plan = _chain.plan
 
