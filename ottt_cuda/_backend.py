@@ -1,5 +1,7 @@
 """Which implementation runs an op: 'cuda' (compiled CUDA kernels), 'triton',
-'cpu' (compiled C++ kernels) or 'torch' (the pure-PyTorch reference).
+'cpu' (compiled C++ kernels), 'torch' (the pure-PyTorch reference) or
+'cuda_emu' (the CUDA kernels on an emulated device, for CPU tensors: see
+ottt_cuda._cuda_emu; never chosen automatically).
 
 The best available backend is picked per device type. `set_backend(name)` or
 the environment variable OTTT_BACKEND forces one; a forced backend that cannot
@@ -10,9 +12,9 @@ import os
 
 import torch
 
-from . import _extension
+from . import _cuda_emu, _extension
 
-BACKENDS = ("cuda", "triton", "cpu", "torch")
+BACKENDS = ("cuda", "triton", "cpu", "torch", "cuda_emu")
 
 _forced = None
 
@@ -50,6 +52,8 @@ def runs_on(name: str, device_type: str) -> bool:
         return device_type == "cpu" and _extension.cpu_compiled()
     if name == "cuda":
         return device_type == "cuda" and _extension.cuda_compiled()
+    if name == "cuda_emu":
+        return device_type == "cpu" and _cuda_emu.loaded()
     return _triton_runs_on(device_type)
 
 
@@ -96,6 +100,8 @@ def get_backend(device="cpu") -> str:
             "cuda": "the extension was built without CUDA" if not _extension.cuda_compiled() else "it only runs CUDA tensors",
             "triton": "triton is not installed" if not triton_available()
             else "Triton runs CPU tensors only with TRITON_INTERPRET=1 set before importing triton",
+            "cuda_emu": f"the emulated CUDA extension is not loaded ({_cuda_emu.LOAD_ERROR})" if not _cuda_emu.loaded()
+            else "it runs CPU tensors only (the emulated device computes on the host)",
         }[name]
         raise RuntimeError(
             f"ottt_cuda backend {name!r} (forced by {source}) cannot run on device "
@@ -126,5 +132,6 @@ def build_info() -> dict:
         # without them); ATEN_CPU_CAPABILITY=avx2 turns the AVX-512 loops off (csrc/cpu/cpu_isa.h)
         "cpu_vector_isa": info.get("cpu_vector_isa"),
         "triton_available": triton_available(),
+        "cuda_emu_loaded": _cuda_emu.loaded(),
         "cuda_device_available": torch.cuda.is_available(),
     }

@@ -1,13 +1,12 @@
 """Fake (meta) kernels and autograd formulas for the compiled ops in
-torch.ops.ottt_cuda, so that torch.library.opcheck, torch.compile and
-autograd work on them. Imported once, only when the extension is loaded.
+torch.ops.ottt_cuda (and the same ops of the emulated CUDA device,
+torch.ops.ottt_cuda_emu), so that torch.library.opcheck, torch.compile and
+autograd work on them. Registered once per library that is loaded.
 
 The backward formulas live in `backward_*` functions that the Triton backend's
 autograd.Function reuses, so both paths differentiate the same way.
 """
 import torch
-
-_LIB = "ottt_cuda::"
 
 
 def _empty(x):
@@ -44,8 +43,9 @@ def compiled_has_detach_reset():
     return all(any(a.name == "detach_reset" for a in sc.arguments) for sc in schemas)
 
 
-def register():
-    ops = torch.ops.ottt_cuda
+def register(namespace="ottt_cuda"):
+    ops = getattr(torch.ops, namespace)
+    _LIB = namespace + "::"
 
     @torch.library.register_fake(_LIB + "lif_step_fwd")
     def _(x, v, trace, mask, tau, v_th, v_reset, decay_input, trace_decay, surrogate, alpha, save_h):

@@ -4,6 +4,8 @@ tensor's device (see ottt_cuda._backend) and runs it:
 - 'cpu' / 'cuda': the compiled kernels, torch.ops.ottt_cuda.* (autograd and
   fake kernels registered in ottt_cuda._registration);
 - 'triton': the Triton kernels, differentiated by the same formulas;
+- 'cuda_emu': the CUDA kernels on an emulated device (torch.ops.ottt_cuda_emu.*,
+  CPU tensors; ottt_cuda._cuda_emu), differentiated as Triton is;
 - 'torch': the pure-PyTorch reference (ottt_cuda.reference).
 
 Per-call cost matters here: OTTT calls these ops once per layer and time step,
@@ -31,13 +33,18 @@ import os
 
 import torch
 
-from . import _backend, _extension, _registration, _validation, reference
+from . import _backend, _cuda_emu, _extension, _registration, _validation, reference
 from ._registration import backward_lif_multistep, backward_lif_step, detach_reset_kwargs
 
 if _extension.loaded():
     _registration.register()
+if _cuda_emu.loaded():
+    _registration.register("ottt_cuda_emu")
 
 _COMPILED_BACKENDS = ("cpu", "cuda")
+# Backends that ops.py's autograd Functions differentiate, and whose in-place
+# writes are reported to autograd here (their ops have no ADInplaceOrView kernel).
+_PLAIN_BACKENDS = ("triton", "cuda_emu")
 _BACKEND_ENV = "OTTT_BACKEND"  # read by _backend.get_backend too
 
 
@@ -123,6 +130,8 @@ def _impl(name):
         from . import triton as triton_backend
 
         return triton_backend
+    if name == "cuda_emu":
+        return _cuda_emu.Ops
     return None
 
 
@@ -249,7 +258,7 @@ def lif_step(x, v=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_input=False, s
                                       surrogate=surrogate, alpha=alpha, trace=trace,
                                       trace_decay=trace_decay, mask=mask)
     args = (tau, v_th, v_reset, decay_input, trace_decay if with_trace else 0.0, surrogate, alpha)
-    if name == "triton":
+    if name in _PLAIN_BACKENDS:
         spike, v_next, trace_next = _LIFStep.apply(_impl(name), x, v, trace, mask, args)
         return (spike, v_next, trace_next) if with_trace else (spike, v_next)
     if torch.compiler.is_compiling():
@@ -325,7 +334,7 @@ def lif_multistep(x_seq, v0=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_inpu
                                            decay_input=decay_input, surrogate=surrogate, alpha=alpha,
                                            detach_reset=detach_reset)
     args = (tau, v_th, v_reset, decay_input, surrogate, alpha)
-    if name == "triton":
+    if name in _PLAIN_BACKENDS:
         return _LIFMultistep.apply(_impl(name), x_seq, v0, args, detach_reset)
     if not detach_reset and not _registration.compiled_has_detach_reset():
         raise RuntimeError(f"detach_reset=False: the loaded ottt_cuda._C was built before this argument existed; "
@@ -359,7 +368,9 @@ def trace_update(trace, s, decay):
     name = _backend.get_backend(s.device)
     if name == "torch":
         return reference.trace_update_ref(trace, s, decay)
-    if name == "triton":
+    if name == "cuda_emu":  # differentiated as the compiled op is (its registered autograd)
+        return _impl(name).trace_update(trace, s, decay)
+    if name in _PLAIN_BACKENDS:
         # The trace is a running filter of spikes, not differentiated by OTTT.
         with torch.no_grad():
             return _impl(name).trace_update(trace, s, decay)
@@ -385,7 +396,7 @@ def trace_update_(trace, s, decay):
     with torch.no_grad():
         if name == "torch":
             reference.trace_update__ref(trace, s, decay)
-        elif name == "triton":
+        elif name in _PLAIN_BACKENDS:
             _impl(name).trace_update_(trace, s, decay)
             _bump_version(trace)
         else:
@@ -432,7 +443,7 @@ def outer_accumulate_(grad_w, g, a, alpha=1.0):
     with torch.no_grad():
         if name == "torch":
             reference.outer_accumulate__ref(grad_w, g, a, alpha)
-        elif name == "triton":
+        elif name in _PLAIN_BACKENDS:
             _impl(name).outer_accumulate_(grad_w, g.detach(), a.detach(), alpha)
             _bump_version(grad_w)
         else:

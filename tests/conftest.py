@@ -16,10 +16,12 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 import ottt_cuda  # noqa: E402
-from ottt_cuda import _backend  # noqa: E402
+from ottt_cuda import _backend, _cuda_emu  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 cuda_only = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+HAS_CUDA_EMU = _cuda_emu.loaded()
+cuda_emu_only = pytest.mark.skipif(not HAS_CUDA_EMU, reason=f"the emulated CUDA extension: {_cuda_emu.LOAD_ERROR}")
 
 # (rtol, atol) per dtype for values computed in the op-math type and rounded once.
 TOL = {
@@ -38,6 +40,9 @@ def backend_params():
     if _backend.triton_available() and os.environ.get("TRITON_INTERPRET") == "1":
         params.append(pytest.param(("cpu", "triton"), id="cpu-triton", marks=pytest.mark.triton))
     params.append(pytest.param(("cpu", "torch"), id="cpu-torch"))
+    # The CUDA source on the emulated device: listed (and skipped) without the emulated
+    # extension, so that a run that should have had it shows what it missed.
+    params.append(pytest.param(("cpu", "cuda_emu"), id="cpu-cuda_emu", marks=[pytest.mark.cuda_emu, cuda_emu_only]))
     params.append(pytest.param(("cuda", "cuda"), id="cuda-compiled", marks=[pytest.mark.cuda, cuda_only]))
     params.append(pytest.param(("cuda", "triton"), id="cuda-triton", marks=[pytest.mark.cuda, cuda_only]))
     return params
@@ -46,7 +51,7 @@ def backend_params():
 def dtypes_for(device, backend):
     """float32/float64 everywhere; half types where the backend supports them."""
     out = [torch.float32, torch.float64]
-    if backend in ("cpu", "cuda", "torch") or device == "cuda":
+    if backend in ("cpu", "cuda", "cuda_emu", "torch") or device == "cuda":
         out += [torch.float16, torch.bfloat16]
     return out
 

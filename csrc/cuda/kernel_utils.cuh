@@ -1,12 +1,12 @@
 // Device-side helpers shared by the .cu files: grid sizing for grid-stride
-// loops and a vectorized element-wise driver. nvcc only; no ATen.
+// loops and a vectorized element-wise driver. No ATen: compiled by nvcc, or
+// by a C++ compiler against the emulated runtime (see cuda_api.h).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 
-#include <cuda_runtime.h>
-
+#include "cuda_api.h"
 #include "launchers.h"
 
 namespace ottt {
@@ -26,11 +26,23 @@ inline int64_t max_grid_blocks(int threads) {
   if (cudaGetDevice(&dev) == cudaSuccess && dev >= 0 && dev < kMaxDevices)
     resident = resident_cache[dev].load(std::memory_order_relaxed);
   if (resident <= 0) {
+    // A failed query falls back to a typical device. The failure must not stay
+    // behind as this thread's last error: the caller's launch check would then
+    // report it as the op's launch failing. An error that was already pending
+    // is not ours to clear.
+    const bool pending = cudaPeekAtLastError() != cudaSuccess;
+    bool failed = false;
     int sms = 0, per_sm = 0;
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms <= 0) sms = 108;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms <= 0) {
+      failed = true;
+      sms = 108;
+    }
     if (cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, dev) != cudaSuccess ||
-        per_sm <= 0)
+        per_sm <= 0) {
+      failed = true;
       per_sm = 2048;
+    }
+    if (failed && !pending) (void)cudaGetLastError();
     resident = sms * per_sm;
     if (dev >= 0 && dev < kMaxDevices) resident_cache[dev].store(resident, std::memory_order_relaxed);
   }
@@ -96,9 +108,9 @@ void launch_elementwise(const Op& op, int64_t n, bool aligned, cudaStream_t stre
   if (n <= 0) return;
   constexpr int V = vec_width<T>();
   if (V > 1 && aligned && n >= V) {
-    elementwise_kernel<Op, V><<<grid_blocks((n + V - 1) / V, kThreads), kThreads, 0, stream>>>(op, n);
+    OTTT_LAUNCH(grid_blocks((n + V - 1) / V, kThreads), kThreads, 0, stream, elementwise_kernel<Op, V>)(op, n);
   } else {
-    elementwise_kernel<Op, 1><<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(op, n);
+    OTTT_LAUNCH(grid_blocks(n, kThreads), kThreads, 0, stream, elementwise_kernel<Op, 1>)(op, n);
   }
 }
 

@@ -14,7 +14,7 @@
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
-#include <cuda_runtime.h>
+#include "cuda_api.h"
 
 #include "../ottt_math.h"
 

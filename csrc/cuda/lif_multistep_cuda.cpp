@@ -16,7 +16,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_multistep_fwd_cuda(
   const at::Tensor &x = r.x, &v0 = r.v0, &spike = r.spike, &v_last = r.v_last, &h_seq = r.z;
   const int64_t T = r.steps, n = r.n;
   check_cuda(x, "x_seq");
-  const c10::cuda::CUDAGuard guard(x.device());
+  const DeviceGuard guard(x.device());
   if (T == 0 || n == 0) return {spike, v_last, h_seq};
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lif_multistep_fwd_cuda", [&] {
@@ -32,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_multistep_fwd_cuda(
     args.n = n;
     args.c = coeffs_from_args<opmath_t>(tau, v_th, v_reset, decay_input);
     gpu::launch_lif_multistep_fwd<scalar_t>(args, current_stream());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    OTTT_KERNEL_LAUNCH_CHECK();
   });
   return {spike, v_last, h_seq};
 }
@@ -46,7 +46,7 @@ std::tuple<at::Tensor, at::Tensor> lif_multistep_bwd_cuda(
   const int64_t T = r.steps, n = r.n;
   const Surrogate kind = r.kind;
   check_cuda(h, "h_seq");
-  const c10::cuda::CUDAGuard guard(h.device());
+  const DeviceGuard guard(h.device());
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "lif_multistep_bwd_cuda", [&] {
     assert_same_opmath<scalar_t>();
@@ -65,14 +65,14 @@ std::tuple<at::Tensor, at::Tensor> lif_multistep_bwd_cuda(
     args.alpha = static_cast<opmath_t>(alpha);
     args.detach_reset = detach_reset;
     gpu::launch_lif_multistep_bwd<scalar_t>(args, current_stream());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    OTTT_KERNEL_LAUNCH_CHECK();
   });
   return {grad_x, grad_v0};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ottt_cuda, CUDA, m) {
+OTTT_CUDA_LIBRARY_IMPL(m) {
   m.impl("lif_multistep_fwd", &lif_multistep_fwd_cuda);
   m.impl("lif_multistep_bwd", &lif_multistep_bwd_cuda);
 }

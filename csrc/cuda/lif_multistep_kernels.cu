@@ -74,13 +74,13 @@ __global__ void __launch_bounds__(kSeqThreads) lif_multistep_bwd_kernel(const Li
 template <typename T>
 void launch_lif_multistep_fwd(const LifMultistepFwdArgs<T>& args, cudaStream_t stream) {
   if (args.n <= 0 || args.steps <= 0) return;
-  lif_multistep_fwd_kernel<T><<<grid_blocks(args.n, kSeqThreads), kSeqThreads, 0, stream>>>(args);
+  OTTT_LAUNCH(grid_blocks(args.n, kSeqThreads), kSeqThreads, 0, stream, lif_multistep_fwd_kernel<T>)(args);
 }
 
 template <typename T>
 void launch_lif_multistep_bwd(const LifMultistepBwdArgs<T>& args, cudaStream_t stream) {
   if (args.n <= 0 || args.steps <= 0) return;
-  lif_multistep_bwd_kernel<T><<<grid_blocks(args.n, kSeqThreads), kSeqThreads, 0, stream>>>(args);
+  OTTT_LAUNCH(grid_blocks(args.n, kSeqThreads), kSeqThreads, 0, stream, lif_multistep_bwd_kernel<T>)(args);
 }
 
 #define OTTT_INSTANTIATE_LIF_MULTISTEP(T)                                                     \

@@ -17,7 +17,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_step_fwd_cuda(
   const at::Tensor &x = t.x, &v = t.v, &tr = t.trace, &mask = t.mask;
   const at::Tensor &spike = t.spike, &v_next = t.v_next, &h_out = t.z, &tr_next = t.trace_next;
   check_cuda(x, "x");
-  const c10::cuda::CUDAGuard guard(x.device());
+  const DeviceGuard guard(x.device());
   const int64_t n = x.numel();
   if (n == 0) return {spike, v_next, h_out, tr_next};
 
@@ -37,7 +37,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_step_fwd_cuda(
     args.c = coeffs_from_args<opmath_t>(tau, v_th, v_reset, decay_input);
     args.trace_decay = static_cast<opmath_t>(trace_decay);
     gpu::launch_lif_step_fwd<scalar_t>(args, current_stream());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    OTTT_KERNEL_LAUNCH_CHECK();
   });
   return {spike, v_next, h_out, tr_next};
 }
@@ -49,7 +49,7 @@ at::Tensor lif_step_bwd_cuda(const at::Tensor& grad_in, const at::Tensor& h_in,
   const at::Tensor &h = t.z, &g = t.grad_spike, &mask = t.mask, &grad_x = t.grad_x;
   const Surrogate kind = t.kind;
   check_cuda(h, "h");
-  const c10::cuda::CUDAGuard guard(h.device());
+  const DeviceGuard guard(h.device());
   const int64_t n = h.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "lif_step_bwd_cuda", [&] {
     assert_same_opmath<scalar_t>();
@@ -65,14 +65,14 @@ at::Tensor lif_step_bwd_cuda(const at::Tensor& grad_in, const at::Tensor& h_in,
     args.alpha = static_cast<opmath_t>(alpha);
     args.in_scale = static_cast<opmath_t>(decay_input ? 1.0 / tau : 1.0);
     gpu::launch_lif_step_bwd<scalar_t>(args, current_stream());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    OTTT_KERNEL_LAUNCH_CHECK();
   });
   return grad_x;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ottt_cuda, CUDA, m) {
+OTTT_CUDA_LIBRARY_IMPL(m) {
   m.impl("lif_step_fwd", &lif_step_fwd_cuda);
   m.impl("lif_step_bwd", &lif_step_bwd_cuda);
 }

@@ -25,7 +25,7 @@ void outer_accumulate_cuda(at::Tensor& grad_w, const at::Tensor& g_in, const at:
     grad_w.addmm_(g.t(), a, /*beta=*/1, /*alpha=*/alpha);
     return;
   }
-  const c10::cuda::CUDAGuard guard(grad_w.device());
+  const DeviceGuard guard(grad_w.device());
   at::Tensor w = grad_w.is_contiguous() ? grad_w : grad_w.contiguous();
   const int64_t out = w.size(0), in = w.size(1);
   const cudaStream_t stream = current_stream();
@@ -46,13 +46,13 @@ void outer_accumulate_cuda(at::Tensor& grad_w, const at::Tensor& g_in, const at:
       gpu::launch_outer_accumulate_small<in_t, in_t>(w.data_ptr<in_t>(), args.g.data_ptr<in_t>(),
                                                      args.a.data_ptr<in_t>(), args.n, out, in, alpha, stream);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    OTTT_KERNEL_LAUNCH_CHECK();
   });
   if (!w.is_same(grad_w)) grad_w.copy_(w);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ottt_cuda, CUDA, m) { m.impl("outer_accumulate_", &outer_accumulate_cuda); }
+OTTT_CUDA_LIBRARY_IMPL(m) { m.impl("outer_accumulate_", &outer_accumulate_cuda); }
 
 }  // namespace ottt

@@ -75,8 +75,8 @@ void launch_outer_accumulate_small(acc_t* w, const in_t* g, const in_t* a, int64
   const int64_t gx = std::max<int64_t>(1, std::min<int64_t>(row_blocks, cap / gy));
   const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
   const dim3 block(static_cast<unsigned>(bx), static_cast<unsigned>(by));
-  outer_small_kernel<acc_t, in_t>
-      <<<grid, block, 0, stream>>>(w, g, a, n, out, in, static_cast<opmath_t<acc_t>>(alpha));
+  OTTT_LAUNCH(grid, block, 0, stream, outer_small_kernel<acc_t, in_t>)
+  (w, g, a, n, out, in, static_cast<opmath_t<acc_t>>(alpha));
 }
 
 #define OTTT_INSTANTIATE_OUTER(ACC, IN)                                                                   \

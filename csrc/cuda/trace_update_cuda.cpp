@@ -17,25 +17,25 @@ void trace_kernel(const at::Tensor& out, const at::Tensor& a, const at::Tensor& 
     if (n == 0) return;
     gpu::launch_trace_update<scalar_t>(ptr_or_null<scalar_t>(a), s.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                        n, static_cast<opmath_t>(decay), current_stream());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    OTTT_KERNEL_LAUNCH_CHECK();
   });
 }
 
 at::Tensor trace_update_cuda(const c10::optional<at::Tensor>& trace, const at::Tensor& s, double decay) {
   check_cuda(s, "s");
-  const c10::cuda::CUDAGuard guard(s.device());
+  const DeviceGuard guard(s.device());
   return trace_update_with(trace, s, decay, trace_kernel);
 }
 
 void trace_update_inplace_cuda(at::Tensor& trace, const at::Tensor& s, double decay) {
   check_cuda(trace, "trace");
-  const c10::cuda::CUDAGuard guard(trace.device());
+  const DeviceGuard guard(trace.device());
   trace_update_inplace_with(trace, s, decay, trace_kernel);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ottt_cuda, CUDA, m) {
+OTTT_CUDA_LIBRARY_IMPL(m) {
   m.impl("trace_update", &trace_update_cuda);
   m.impl("trace_update_", &trace_update_inplace_cuda);
 }
