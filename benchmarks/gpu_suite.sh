@@ -147,7 +147,7 @@ step op_tests     150  40 "$(pytest_cmd 120 par) -m cuda tests --ignore=tests/te
 step nn_cuda       60  20 "OTTT_CUDA_BACKEND=cuda $(pytest_cmd 60) -p pytest_cuda_backend tests/test_nn_cuda.py"
 step nn_triton     60  20 "OTTT_CUDA_BACKEND=triton $(pytest_cmd 60) -p pytest_cuda_backend tests/test_nn_cuda.py"
 step kernels_fp32  60  30 "$PY benchmarks/kernels.py --device cuda --copy --numel 67108864 --batches 1 8 128 --out $RES/kernels_cuda"
-step memory       150  60 "$PY -m ottt_cuda.bench $M --methods ottt_a bptt ${SJ_METHODS%% *} ottt_o sltt ${SJ_METHODS#* } --json $RES/memory_vs_bptt_cuda.json --plot $RES/memory_vs_bptt_cuda.png"
+step memory       150  60 "$PY -m ottt_cuda.bench $M --methods ottt_a bptt ${SJ_METHODS%% *} ottt_o sltt ${SJ_METHODS#* } --json $RES/main_job_cuda.json --plot $RES/main_job_cuda.png"
 step sanitizer     90  45 "compute-sanitizer --tool memcheck --error-exitcode 9 $PY benchmarks/gpu_ops_check.py --numel 4099 --backends cuda triton"
 step kernels_bf16  60  45 "$PY benchmarks/kernels.py --device cuda --copy --dtype bfloat16 --numel 67108864 --batches 1 8 --out $RES/kernels_cuda_bf16"
 # Other issues' GPU checks, least important last (skipped when the deadline is near).

@@ -143,3 +143,41 @@ def test_ws_layer_gradients_unchanged_with_the_kernels(mode, monkeypatch):
     for name in on:
         torch.testing.assert_close(on[name], off[name], rtol=1e-12, atol=1e-14, msg=name)
         assert on[name].abs().sum() > 0, name
+
+
+@fused
+@pytest.mark.parametrize("mode", ["ottt_a", "ottt_o"])
+@pytest.mark.parametrize("B", [1, 8])
+def test_r400_gradients_unchanged_with_the_kernels(mode, B, monkeypatch):
+    """The recurrent model's sWS input synapse (RecurrentLIF(ws=True), through the autograd-free step): the
+    same gradients with the fused kernels as with the torch expressions, at batch 1 and 8, in float64."""
+    from _chain_models import make_input, r400_small
+    from ottt_cuda.training import train_step
+
+    x, y = make_input((1, 6, 6), T=4, B=B)
+
+    calls = []
+
+    def counted(kernel):
+        def call(*a, **kw):
+            calls.append(kernel)
+            return kernel(*a, **kw)
+        return call
+
+    def run(use_kernels):
+        net = r400_small()
+        with monkeypatch.context() as m:
+            for name in ("_WS_FORWARD_CPU", "_WS_BACKWARD_CPU"):
+                m.setattr(ws, name, counted(getattr(ws, name)) if use_kernels else None)
+            opt = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: grads of the same weights at every step
+            torch.manual_seed(2)  # the same dropout mask in both runs
+            train_step(net, x, y, opt, T=4, mode=mode)
+        return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    on = run(True)
+    assert {ws._WS_FORWARD_CPU, ws._WS_BACKWARD_CPU} <= set(calls), "the fused kernels did not run"
+    off = run(False)
+    assert on.keys() == off.keys() and any("gain" in n for n in on)
+    for name in on:
+        torch.testing.assert_close(on[name], off[name], rtol=1e-12, atol=1e-14, msg=name)
+        assert on[name].abs().sum() > 0, name
