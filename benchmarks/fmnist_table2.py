@@ -1,4 +1,4 @@
-"""Collect Fashion-MNIST R400 runs (issue 14: the paper's Table 2) into one report.
+"""Collect Fashion-MNIST R400 runs (the paper's Table 2) into one report.
 
 Each run is a directory written by `ottt-train fmnist` (metrics.csv + result.json). Runs are
 grouped by an ARM label (a recipe variant) and the training mode; the report gives per seed the

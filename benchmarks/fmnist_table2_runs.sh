@@ -1,5 +1,5 @@
 #!/bin/bash
-# The paper's Table 2 protocol (issue 14): R400 on Fashion-MNIST, 3 seeds x {ottt_a, ottt_o, bptt},
+# The paper's Table 2 protocol: R400 on Fashion-MNIST, 3 seeds x {ottt_a, ottt_o, bptt},
 # 100 epochs each, with the default `fmnist` recipe, several runs at once; then the report
 # (benchmarks/fmnist_table2.py). Runs continue from their checkpoint when started again (--resume
 # is exact), so the protocol can be stopped (Ctrl-C, a time limit, --extra "--stop-after N") and picked

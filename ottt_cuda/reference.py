@@ -1,7 +1,7 @@
 """Pure-PyTorch reference of every op: the specification the kernels are tested
 against, and the always-available 'torch' backend.
 
-Written from DESIGN.md section 1 with ordinary tensor operations and autograd;
+Written from docs/design.md ("The maths") with ordinary tensor operations and autograd;
 it calls no kernel of this package. fp16/bf16 inputs are computed in fp32 and
 rounded once at the end, as the kernels do.
 """

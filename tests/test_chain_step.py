@@ -1,4 +1,4 @@
-"""OTTT_A's (and SLTT's) time step without autograd for plain chains of layers (nn/_chain.py; issue 11 part 2).
+"""OTTT_A's (and SLTT's) time step without autograd for plain chains of layers (nn/_chain.py).
 
 Every comparison runs train_step twice on copies of one float64 model, the chain on and off
 (nn._chain.enabled; off is the autograd path, checked elsewhere against SpikingJelly and the

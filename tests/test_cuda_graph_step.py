@@ -1,4 +1,4 @@
-"""train_step(..., cuda_graph=True) (nn/_graph.py; issue 11 part 3).
+"""train_step(..., cuda_graph=True) (nn/_graph.py).
 
 On the CPU the captured step's body (nn._graph.StaticStep: fixed buffers, states updated in place,
 gradients added per step into .grad) runs eagerly: train_step(cuda_graph=True) with the device check

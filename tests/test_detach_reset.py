@@ -28,7 +28,7 @@ EXACT = dict(rtol=1e-11, atol=1e-12)
 # ---- an independent BPTT loop (SpikingJelly's LIF equations) ----------------
 
 def _sg(z, surrogate, alpha):
-    """Surrogate derivatives, written from their definitions (DESIGN.md section 1)."""
+    """Surrogate derivatives, written from their definitions (docs/design.md, "The neuron")."""
     if surrogate == "sigmoid":
         return alpha * torch.sigmoid(alpha * z) * (1 - torch.sigmoid(alpha * z))
     if surrogate == "atan":

@@ -20,7 +20,7 @@ from ottt_cuda import nn as onn
 
 
 def surrogate_derivative(z, surrogate, alpha):
-    """dH/dz stand-ins, written from the formulas in README.md (each integrates to 1)."""
+    """dH/dz stand-ins, written from the formulas in docs/design.md (each integrates to 1)."""
     if surrogate == "sigmoid":
         s = torch.sigmoid(alpha * z)
         return alpha * s * (1 - s)
@@ -164,7 +164,7 @@ class RefNet:
             else:
                 raise TypeError(f"reference does not know {type(m).__name__}")
         # The trace of a neuron's spikes decays with the leak of the neurons that the next synapse feeds
-        # (DESIGN.md section 1); the readout has no neuron after it: there, as in the paper's code, the
+        # (docs/design.md, "OTTT"); the readout has no neuron after it: there, as in the paper's code, the
         # last neuron's own leak.
         lifs = [op for kind, op in self.ops if kind == "lif"]
         for pre, post in zip(lifs, lifs[1:]):

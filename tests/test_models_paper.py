@@ -79,7 +79,7 @@ def test_vgg_f_feedback_weight_and_bias_learn_from_the_first_step():
     y = torch.tensor([1, 2])
     ottt_cuda.train_step(m, x, y, None, T=3)
     # A zero-initialized bias that gets a gradient makes the model differ from one without it
-    # after the first update: the official VGG-F's (issue 12).
+    # after the first update, as the official VGG-F does.
     assert m.fb_conv.bias.grad.abs().max() > 0 and m.fb_conv.weight.grad.abs().max() > 0
     m.zero_grad()
     ottt_cuda.train_step(m, x, y, None, T=3, mode="bptt")  # step-by-step BPTT through the feedback

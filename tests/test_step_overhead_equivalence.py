@@ -1,4 +1,4 @@
-"""train_step's low-overhead online path (issue 11, part 2) gives the gradients, losses,
+"""train_step's low-overhead online path gives the gradients, losses,
 outputs and (OTTT_O) updated weights of the plain path, in float64.
 
 The fast path: the LIF step through a plain autograd.Function on the compiled kernels,

@@ -1,4 +1,4 @@
-"""The neuron writes the next synapse's trace (nn.fuse_traces, nn/_handoff.py; issue 10 part 4).
+"""The neuron writes the next synapse's trace (nn.fuse_traces, nn/_handoff.py).
 
 Every comparison is against the same model with fusion switched off (each synapse updates its own trace,
 the path checked elsewhere against SpikingJelly and the references), in float64. A counter on the

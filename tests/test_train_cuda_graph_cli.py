@@ -1,4 +1,4 @@
-"""`ottt-train --cuda-graph` (issue 11 part 3): the option reaches train_step, what it cannot do is
+"""`ottt-train --cuda-graph`: the option reaches train_step, what it cannot do is
 refused by name before any data is read, and a run with it trains the same model as one without.
 
 No GPU here: the end-to-end test lifts the device checks and runs the captured step's body eagerly

@@ -1,5 +1,4 @@
-"""CIFAR10-DVS and DVS128-Gesture read straight from SpikingJelly's dataset folders (issue 9,
-part 5). The tests write a tiny event set in SpikingJelly's on-disk layout themselves
+"""CIFAR10-DVS and DVS128-Gesture read straight from SpikingJelly's dataset folders. The tests write a tiny event set in SpikingJelly's on-disk layout themselves
 (ROOT/frames_number_T_split_by_number/..., one .npz with a 'frames' array per sample, as
 spikingjelly.datasets' FrameFixedNumberBuilder writes it); nothing is downloaded."""
 import json

@@ -1,4 +1,4 @@
-"""Bad input and failing runs lose nothing and say what went wrong (issue 9, part 3):
+"""Bad input and failing runs lose nothing and say what went wrong:
 OTTT_BACKEND named in its error, --resume on a file that is not a checkpoint, and a loss
 that turns NaN/Inf (train_step's check_finite and the CLI's stop with the last good
 checkpoint kept)."""

@@ -1,4 +1,4 @@
-"""--feedback-dropout (issue 14): where the recurrent models' dropout mask goes, from the recipe or
+"""--feedback-dropout: where the recurrent models' dropout mask goes, from the recipe or
 the command line, into the model that is built; refused for models without a recurrence; kept
 in checkpoints, with checkpoints written before the option resuming as 'off'."""
 import pytest

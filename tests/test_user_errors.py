@@ -1,6 +1,6 @@
 """Every public function, layer and ottt-train option refuses a user mistake (wrong type, shape,
 dtype, device, range or file) with an error that names the argument, raised by ottt_cuda itself,
-never from deep inside torch (issue 9, part 3). The ops' own checks are in test_validation.py."""
+never from deep inside torch. The ops' own checks are in test_validation.py."""
 import traceback
 
 import pytest

@@ -7,8 +7,8 @@ Where the dropout sits is not in the supplementary. feedback_dropout=False
 (the default, as released first): on the path to the readout only, the spikes
 fed back to the recurrent synapse are not dropped. feedback_dropout=True: the
 same mask also on the fed-back spikes, so a dropped neuron is silent to every
-synapse for the sequence; the `fmnist` recipe uses it (benchmarks/results/
-fmnist_recipe_audit.md gives the measurements)."""
+synapse for the sequence; the `fmnist` recipe uses it (docs/fmnist_recipe.md gives the
+measurements)."""
 import torch.nn as nn
 
 from .. import nn as onn

@@ -1,4 +1,4 @@
-"""OTTT_A's time step for a plain chain of layers, run without autograd (issue 11).
+"""OTTT_A's time step for a plain chain of layers, run without autograd.
 
 At batch 1 a time step of a small net is a few tiny kernels, and autograd's bookkeeping
 around them (a graph node per layer, saved tensors, the engine's walk, the Python
@@ -49,7 +49,7 @@ from ._autograd import _no_hooks, conv_grads
 from ._state import set_state
 
 enabled = True
-conv_chains = False  # True: train_step takes chains with convolutions too (benchmarks/chain_ab.py, tests)
+conv_chains = False  # True: train_step takes chains with convolutions too (tests)
 
 # The layer modes whose step backward is local in time: OTTT (weight gradient with the trace) and
 # SLTT (with the input itself; the synapse's _grad_source knows which).
@@ -73,9 +73,9 @@ def plan(model, x, per_step=False):
     if layers is None:
         return None
     if not conv_chains and any(_kind(m) == "conv" for m in layers):
-        # On the CPU a convolutional step is its convolutions (~95% of VGG-11's at batch 1): measured
-        # no gain there (benchmarks/results/chain_ab_vgg_cpu.md: 0.92x-1.01x); on a GPU, where launches
-        # would make it pay, it has not run yet. So it keeps autograd (the CUDA-graph step takes it).
+        # On the CPU a convolutional step is its convolutions (~95% of VGG-11's at batch 1), so writing
+        # out the rest of its backward gains nothing there; on a GPU, where launch overhead would make it
+        # pay, it has not run yet. So it keeps autograd (the CUDA-graph step takes it).
         return None
     return Chain(layers)
 

@@ -13,7 +13,7 @@ call these helpers instead:
   directly, and the LIF step is differentiated by a plain autograd.Function that
   calls the same backward kernel the registered autograd formula calls;
 - any other backend ('torch', 'triton'), and code being traced by torch.compile,
-  goes through ottt_cuda.ops as before.
+  goes through ottt_cuda.ops, which validates and dispatches.
 """
 import torch
 

@@ -1,4 +1,4 @@
-"""A CUDA-graph time step (issue 11 part 3): train_step(..., cuda_graph=True).
+"""A CUDA-graph time step: train_step(..., cuda_graph=True).
 
 Every OTTT time step of a chain (nn._chain: an nn.Sequential of Linear / WSLinear,
 LIF, RecurrentLIF, Dropout, Flatten, Identity, or models.R400) runs the same kernels on

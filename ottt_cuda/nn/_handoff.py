@@ -1,4 +1,4 @@
-"""The neuron writes the next synapse's trace (DESIGN.md section 5).
+"""The neuron writes the next synapse's trace (docs/design.md, "Who owns what").
 
 A synapse fed straight by an LIF neuron would update its trace a = decay * a + x in
 a pass of its own, reading again the spikes the LIF kernel has just written. When

@@ -9,7 +9,7 @@ from ._state import Stateful, set_state
 
 
 class LIF(Stateful):
-    """Leaky integrate-and-fire neuron (DESIGN.md section 1), soft reset when
+    """Leaky integrate-and-fire neuron (docs/design.md, "The neuron"), soft reset when
     v_reset is None, hard reset to v_reset otherwise.
 
     Keeps the membrane `v` between calls (cleared by ottt_cuda.reset). A

@@ -64,8 +64,9 @@ def _row_stats(weight, eps):
 
 # The fused CPU kernels (csrc/cpu/ws_cpu.cpp): one read of each weight row instead of the 4 (forward)
 # and ~7 (backward) passes of the torch expressions below, which stay the path everywhere else.
-_WS_FORWARD_CPU = getattr(_extension._C, "ws_forward_cpu", None) if _extension.loaded() else None
-_WS_BACKWARD_CPU = getattr(_extension._C, "ws_backward_cpu", None) if _extension.loaded() else None
+# The extension is built from this tree, so a loaded one has both.
+_WS_FORWARD_CPU = _extension._C.ws_forward_cpu if _extension.loaded() else None
+_WS_BACKWARD_CPU = _extension._C.ws_backward_cpu if _extension.loaded() else None
 
 
 def _fused_cpu(kernel, weight, gain, *others):

@@ -39,10 +39,10 @@ RECIPES = {
     # wd 5e-4 (BPTT, OTTT_A) and 1e-4 for OTTT_O "since OTTT_O updates more times per iteration".
     # Where the dropout sits is not in the paper: feedback_dropout=True drops the hidden spikes with
     # one mask on the way to the readout AND back into the recurrence (a dropped neuron is silent for
-    # the sequence). Chosen by measurement (benchmarks/results/fmnist_recipe_audit.md): +0.21 points
+    # the sequence). Chosen by measurement (docs/fmnist_recipe.md): +0.21 points
     # in a 20-epoch screening on 2 seeds, +0.25 at 100 epochs (mean of seeds 0 and 1, OTTT_A and BPTT)
     # against the readout-only placement. The rest (wd on all parameters, per-epoch cosine, init, normalization)
-    # is audited in that file.
+    # is checked against the supplementary there.
     "fmnist": Recipe("r400", 10, 5, 100, 128, "sgd", 0.1, "cosine", 5e-4, 0.2, 0.05,
                      wd_by_mode={"ottt_o": 1e-4}, workers=0, in_channels=1, image_size=28,
                      feedback_dropout=True),
