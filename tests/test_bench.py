@@ -1,22 +1,82 @@
-"""The memory-vs-BPTT benchmark (ottt_cuda.bench): the saved-bytes counter on
-graphs whose saved tensors are known, OTTT's flat saved memory against BPTT's
-growth in T (deterministic), the quick and full workloads, and the CLI's
-outputs. No timing is asserted."""
+"""The main job (python -m ottt_cuda.bench): the peak of live tensor bytes read from
+allocator events against allocation patterns counted by hand, the saved-bytes counter on
+graphs whose saved tensors are known, BPTT's memory growing with T where OTTT_A's stays
+flat (a small model), the table's ratios only against real figures, the timer's
+interleaving, the presets and the CLI's outputs. No timing is asserted."""
 import json
 import math
 import os
-import subprocess
-import sys
+import statistics
 
 import pytest
 import torch
 import torch.nn as tnn
 
 import ottt_cuda.nn as onn
-from ottt_cuda.bench import SavedBytes, cli, launch, methods, report, worker
+from ottt_cuda.bench import LiveBytes, SavedBytes, cli, memory, methods, report, sweep, timing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MiB = 1 << 20
 
+
+# --- the peak of live tensor bytes, from allocator events -------------------------------------
+
+def test_live_bytes_peak_is_the_largest_sum_of_tensors_alive_together():
+    old = torch.empty(3 * MiB, dtype=torch.uint8)  # from before the session: its free is no event of it
+    with LiveBytes("cpu") as lb:
+        held = torch.empty(256 * 1024, dtype=torch.uint8)  # alive before and after the measured block
+        with lb.measure():
+            del old
+            a = torch.empty(1 * MiB, dtype=torch.uint8)
+            b = torch.empty(2 * MiB, dtype=torch.uint8)  # a + b alive: 3 MiB
+            del a
+            c = torch.empty(512 * 1024, dtype=torch.uint8)
+            d = torch.empty(1 * MiB, dtype=torch.uint8)  # b + c + d alive: 3.5 MiB, the most at once
+            del b, c, d
+            e = torch.empty(3 * MiB, dtype=torch.uint8)  # alone: 3 MiB
+            del e
+    assert lb.before == 256 * 1024
+    assert lb.peak == 2 * MiB + 512 * 1024 + 1 * MiB
+    assert lb.peak_total == lb.before + lb.peak
+    del held
+
+
+def test_live_bytes_counts_the_temporary_of_an_expression():
+    x = torch.ones(1000, 1000)  # 4 MB, before the session
+    with LiveBytes("cpu") as lb:
+        with lb.measure():
+            y = torch.add(torch.mul(x, x), x)  # x * x (4 MB) alive while add writes its result (4 MB)
+    assert lb.before == 0 and lb.peak == 2 * 4_000_000
+    del y
+
+
+def test_peak_over_window_ignores_frees_it_cannot_size_and_events_outside_the_window():
+    events = [(1, "p", 100), (2, "q", 50),  # before the window: 150 alive
+              (5, "old", -999),  # a block allocated before the events began: ignored
+              (6, "p", -100), (7, "r", 300), (8, "s", 10), (9, "r", -300),
+              (20, "t", 10_000)]  # after the window
+    before, peak = memory.peak_over_window(events, start_ns=4, end_ns=10)
+    assert before == 150 and peak == 50 + 300 + 10
+
+
+def test_ottt_a_peak_flat_in_T_bptt_grows_by_at_least_its_first_layer_per_step(tiny_model):
+    B = 16
+    x, y = methods.make_input(tiny_model, B, "cpu")
+    peak = {}
+    for m in ("ottt_a", "bptt"):
+        for T in (1, 2, 8):
+            rec, _, _ = sweep.measure(m, tiny_model, T, x, y, torch.device("cpu"))
+            peak[m, T] = rec["peak_mb"] * MiB
+    # BPTT keeps every step's graph until its one backward: at least the first LIF's input
+    # (B x 8 x 16 x 16 floats) per extra time step.
+    first_layer = B * 8 * 16 * 16 * 4
+    assert peak["bptt", 8] - peak["bptt", 1] >= 7 * first_layer
+    # OTTT_A frees each step's graph in that step's backward: from T = 2 on, not even one more
+    # first-layer activation.
+    assert abs(peak["ottt_a", 8] - peak["ottt_a", 2]) < first_layer
+    assert peak["ottt_a", 8] < peak["bptt", 8]
+
+
+# --- the saved-bytes counter ---------------------------------------------------------------------
 
 class _SaveThese(torch.autograd.Function):
     """Saves x, a view of x and y: storages x and y, each counted once."""
@@ -72,23 +132,24 @@ def test_parameters_of_the_model_are_not_counted_state_is():
 
 def _tiny(num_classes):
     return tnn.Sequential(onn.Conv2d(3, 8, 3, padding=1, trace=False), onn.LIF(), onn.Scale(2.0), tnn.AvgPool2d(2),
-                          onn.Conv2d(8, 16, 3, padding=1), onn.LIF(), tnn.Flatten(1), onn.Linear(16 * 8 * 8,
-                                                                                                 num_classes))
+                          onn.Conv2d(8, 16, 3, padding=1), onn.LIF(), tnn.Flatten(1),
+                          onn.Linear(16 * 8 * 8, num_classes))
 
 
 @pytest.fixture
 def tiny_model(monkeypatch):
-    monkeypatch.setitem(methods.MODELS, "tiny", (_tiny, (3, 16, 16), 10, False))
+    monkeypatch.setitem(methods.MODELS, "tiny", (_tiny, (3, 16, 16), 10))
     return "tiny"
 
 
 def test_ottt_saved_memory_flat_in_T_bptt_grows(tiny_model):
+    x, y = methods.make_input(tiny_model, 4, "cpu")
     saved = {}
     for m, Ts in (("ottt_a", (1, 4, 8)), ("bptt", (1, 4)), ("ottt_a_chunk", (4, 8))):
         for T in Ts:
-            rec = worker.run(dict(method=m, T=T, batch=4, device="cpu", model=tiny_model, iters=1, threads=1))
+            rec, _, _ = sweep.measure(m, tiny_model, T, x, y, torch.device("cpu"))
             saved[m, T] = rec["saved_mb"]
-            assert rec["loss"] == rec["loss"] and rec["iter_s"] > 0 and rec["peak_mb"] >= 0
+            assert math.isfinite(rec["loss"]) and rec["peak_mb"] > 0
     assert saved["bptt", 4] > 2 * saved["bptt", 1]
     assert saved["ottt_a", 4] <= 1.05 * saved["ottt_a", 1]
     assert saved["ottt_a", 8] <= 1.05 * saved["ottt_a", 1]
@@ -96,34 +157,58 @@ def test_ottt_saved_memory_flat_in_T_bptt_grows(tiny_model):
     assert saved["ottt_a_chunk", 8] <= 1.05 * saved["ottt_a_chunk", 4]
 
 
-def test_cli_in_process_writes_json_and_png(tmp_path, capsys):
-    js, png = tmp_path / "r.json", tmp_path / "r.png"
-    rc = cli.main(["--model", "r400", "--batch", "2", "--T", "1", "2", "--methods", "ottt_a", "bptt", "--iters",
-                   "1", "--threads", "1", "--in-process", "--json", str(js), "--plot", str(png)])
-    assert rc == 0
-    out = capsys.readouterr().out
-    assert "| method | T | ms/step | peak MB | saved MB | time / bptt |" in out
-    recs = json.loads(js.read_text())
-    assert isinstance(recs, list) and len(recs) == 4
+# --- timing: interleaved rounds, apart from the measuring -------------------------------------
+
+def test_interleaved_rounds_alternate_the_callables_and_report_the_median():
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    out = timing.interleaved_rounds(fns, 3)
+    assert calls == ["a", "b"] * 3
+    assert all(len(r.seconds) == 3 and r.calls == [1, 1, 1] for r in out.values())
+    assert out["a"].median == sorted(out["a"].seconds)[1]
+
+
+def test_interleaved_rounds_drop_a_failing_callable_and_keep_the_others():
+    n = {"bad": 0}
+
+    def bad():
+        n["bad"] += 1
+        if n["bad"] == 2:
+            raise RuntimeError("boom")
+
+    errors = {}
+    out = timing.interleaved_rounds({"ok": lambda: None, "bad": bad}, 3, errors=errors)
+    assert len(out["ok"].seconds) == 3 and len(out["bad"].seconds) == 1 and n["bad"] == 2
+    assert isinstance(errors["bad"], RuntimeError)
+    with pytest.raises(ZeroDivisionError):  # without `errors`, the exception propagates
+        timing.interleaved_rounds({"bad": lambda: 1 / 0}, 1)
+
+
+def test_timed_steps_run_without_profiler_or_hooks_and_after_the_measured_ones(monkeypatch):
+    seen = []
+
+    def fake_build(method, model_name, device, seed=0, example=None):
+        model = tnn.Linear(4, 2)
+
+        def step(x, y, opt, T):
+            out = model(x).sum()
+            seen.append((method, torch.autograd._profiler_enabled()))
+            out.backward()
+            return out.detach()
+        return model, step
+
+    monkeypatch.setattr(methods, "build", fake_build)
+    monkeypatch.setitem(methods.MODELS, "fake", (None, (4,), 2))
+    recs = sweep.run_T("fake", 2, ["m1", "m2"], 3, "cpu", rounds=4)
+    # per method: warm-up, the profiled step, the saved-bytes step; then 4 rounds of both, interleaved
+    assert [p for m, p in seen if m == "m1"][:3] == [True, True, False]
+    assert seen[6:] == [("m1", False), ("m2", False)] * 4
     for r in recs:
-        assert set(report.RECORD_KEYS) <= set(r)
-        assert r["device"] == "cpu" and r["model"] == "r400" and r["batch"] == 2
-        assert r["iter_s"] > 0 and r["saved_mb"] > 0 and r["peak_mb"] is not None
-        assert "torch" in r["meta"] and "machine" in r["meta"]
-    assert {(r["method"], r["T"]) for r in recs} == {(m, t) for m in ("ottt_a", "bptt") for t in (1, 2)}
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert r["error"] is None and r["rounds"] == 4 and len(r["iter_s_all"]) == 4
+        assert r["iter_s"] == statistics.median(r["iter_s_all"])
 
 
-def test_wrapper_runs_a_configuration_in_a_subprocess(tmp_path):
-    js = tmp_path / "w.json"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "memory_vs_bptt.py"), "--model", "r400",
-                           "--batch", "2", "--T", "1", "--methods", "ottt_a", "--iters", "1", "--threads", "1", "--json", str(js)],
-                          capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (rec,) = json.loads(js.read_text())
-    assert rec["method"] == "ottt_a" and rec["T"] == 1 and rec["saved_mb"] > 0
-    assert "| ottt_a | 1 |" in proc.stdout
-
+# --- the table and the headline ----------------------------------------------------------------
 
 def test_table_ratios():
     recs = [dict(method="bptt", T=1, iter_s=2.0, peak_mb=100.0, saved_mb=50.0),
@@ -132,41 +217,85 @@ def test_table_ratios():
     assert lines[-1] == "| ottt_a | 1 | 1000 | 25.0 | 10.0 | 0.50 | 0.25 | 0.20 |"
 
 
-def test_headline_says_what_the_records_show():
-    recs = [dict(method="ottt_a", T=1, iter_s=1.0, saved_mb=50.0), dict(method="ottt_a", T=8, iter_s=4.0, saved_mb=50.0),
-            dict(method="bptt", T=1, iter_s=1.0, saved_mb=50.0), dict(method="bptt", T=8, iter_s=5.0, saved_mb=200.0),
-            dict(method="sj_ottt", T=8, iter_s=8.0, saved_mb=60.0),
-            dict(method="sj_bptt", T=8, iter_s=None, saved_mb=None, error="boom")]
-    assert report.headline(recs).splitlines() == [
-        "ottt_a: memory saved for backward 50.0 MB at T=1 -> 50.0 MB at T=8 (+0%)",
-        "bptt: memory saved for backward 50.0 MB at T=1 -> 200.0 MB at T=8 (+300%)",
-        "ottt_a vs BPTT at T=8: 0.25x the memory, 0.80x the time per training step",
-        "ottt_a vs SpikingJelly's OTTT at T=8: 0.83x the memory, 0.50x the time per training step",
+def _cells(table_text):
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table_text.splitlines()]
+    return rows[0], rows[2:]
+
+
+def test_no_ratio_against_a_near_zero_or_missing_figure():
+    # the figures of the old RSS-based peaks: a bptt "peak" of 0.3 MB against 54.7 MB saved
+    recs = [dict(method="bptt", T=1, iter_s=0.5, peak_mb=0.3, saved_mb=54.7),
+            dict(method="bptt", T=2, iter_s=0.6, peak_mb=float("nan"), saved_mb=68.0),
+            dict(method="ottt_a", T=1, iter_s=0.4, peak_mb=41.2, saved_mb=54.7),
+            dict(method="ottt_a", T=2, iter_s=0.5, peak_mb=41.3, saved_mb=54.7)]
+    header, rows = _cells(report.table(recs))
+    by = {(r[0], r[1]): dict(zip(header, r)) for r in rows}
+    assert by["ottt_a", "1"]["peak / bptt"] == "–" and by["ottt_a", "2"]["peak / bptt"] == "–"
+    assert by["ottt_a", "1"]["saved / bptt"] == "1.00" and by["ottt_a", "2"]["saved / bptt"] == "0.80"
+    assert by["ottt_a", "1"]["time / bptt"] == "0.80"
+    assert "137" not in report.headline(recs)  # no 41.2 / 0.3 anywhere
+
+
+def test_every_ratio_printed_by_a_run_has_a_real_denominator(tmp_path, capsys):
+    js = tmp_path / "r.json"
+    rc = cli.main(["--model", "r400", "--batch", "2", "--T", "1", "2", "--methods", "ottt_a", "bptt",
+                   "--rounds", "1", "--threads", "1", "--json", str(js), "--no-plot"])
+    assert rc == 0
+    recs = json.loads(js.read_text())
+    header, rows = _cells(next(block for block in capsys.readouterr().out.split("\n\n") if block.startswith("| method")))
+    base = {r["T"]: r for r in recs if r["method"] == "bptt"}
+    for row in rows:
+        cells = dict(zip(header, row))
+        for col, key in (("time / bptt", "iter_s"), ("peak / bptt", "peak_mb"), ("saved / bptt", "saved_mb")):
+            if cells[col] != "–":
+                denominator = base[int(cells["T"])][key]
+                assert denominator >= (report.MIN_S if key == "iter_s" else report.MIN_MB), (col, cells)
+
+
+def test_headline_says_what_the_records_show_and_where_ottt_is_slower():
+    recs = [dict(method="ottt_a", T=1, iter_s=1.2, peak_mb=90.0, saved_mb=50.0),
+            dict(method="ottt_a", T=8, iter_s=4.0, peak_mb=96.0, saved_mb=50.0),
+            dict(method="bptt", T=1, iter_s=1.0, peak_mb=95.0, saved_mb=50.0),
+            dict(method="bptt", T=8, iter_s=5.0, peak_mb=160.0, saved_mb=200.0),
+            dict(method="sj_ottt", T=8, iter_s=8.0, peak_mb=120.0, saved_mb=60.0),
+            dict(method="sj_bptt", T=8, iter_s=None, peak_mb=None, saved_mb=None, error="boom")]
+    assert report.headline(recs, "Measured: here.").splitlines() == [
+        "Measured: here.",
+        "ottt_a: peak 90.0 MB at T=1 -> 96.0 MB at T=8 (+7%)",
+        "ottt_a: saved for backward 50.0 MB at T=1 -> 50.0 MB at T=8 (+0%)",
+        "bptt: peak 95.0 MB at T=1 -> 160.0 MB at T=8 (+68%)",
+        "bptt: saved for backward 50.0 MB at T=1 -> 200.0 MB at T=8 (+300%)",
+        "ottt_a vs BPTT at T = 1 / 8: 1.20 / 0.80x the time per training step (slower at T=1 (1.20x)); "
+        "0.95 / 0.60x the peak memory",
+        "ottt_a vs SpikingJelly's OTTT at T = 8: 0.50x the time per training step (faster at every T measured); "
+        "0.80x the peak memory",
     ]
 
 
+# --- presets and the CLI -----------------------------------------------------------------------
+
 def test_quick_default_is_the_headline_workload():
     args = cli.parse_args([])
-    # the paper's model, BPTT against OTTT over at least a factor 8 in T, on a batch smaller than --full's
+    # the paper's model, BPTT against OTTT over a factor 8 in T, on a batch no larger than --full's
     assert args.preset == "quick" and args.model == "vgg11_ws"
     assert {"ottt_a", "bptt"} <= set(args.methods) and len(args.methods) <= 3
     assert min(args.T) == 1 and max(args.T) >= 8 and len(args.T) <= 4
-    assert args.batch < cli.parse_args(["--full"]).batch
+    assert args.batch <= cli.parse_args(["--full"]).batch and args.rounds >= 3
     assert ("sj_ottt" in args.methods) == methods.spikingjelly_available()
     assert args.plot == "ottt_bench_quick_cpu.png"
 
 
 def test_full_is_the_paper_sweep_with_every_method():
     args = cli.parse_args(["--full"])
-    assert args.model == "vgg11_ws" and args.T == [1, 2, 4, 8, 16] and args.batch == 16 and args.iters == 3
+    assert args.model == "vgg11_ws" and args.T == [1, 2, 4, 8, 16] and args.batch == 16 and args.rounds == 3
     assert args.methods == methods.available_methods("vgg11_ws")
     assert {"ottt_a", "ottt_o", "ottt_a_chunk", "sltt", "bptt"} <= set(args.methods)
 
 
 def test_explicit_options_override_the_preset():
-    args = cli.parse_args(["--full", "--batch", "2", "--T", "3", "5", "--methods", "sltt", "--iters", "2",
+    args = cli.parse_args(["--full", "--batch", "2", "--T", "5", "3", "--methods", "sltt", "--iters", "2",
                            "--no-plot"])
-    assert (args.batch, args.T, args.methods, args.iters, args.plot) == (2, [3, 5], ["sltt"], 2, None)
+    assert (args.batch, args.T, args.methods, args.rounds, args.plot) == (2, [3, 5], ["sltt"], 2, None)
 
 
 def test_gpu_suite_command_parses_and_drops_missing_peers(monkeypatch, capsys):
@@ -174,10 +303,11 @@ def test_gpu_suite_command_parses_and_drops_missing_peers(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(methods, "spikingjelly_available", lambda: False)
     args = cli.parse_args(["--device", "cuda", "--model", "vgg11_ws", "--batch", "128", "--T", "1", "6", "16", "32",
-                           "--methods", "ottt_a", "ottt_o", "sltt", "bptt", "sj_ottt", "sj_bptt",
-                           "--json", "x.json", "--plot", "x.png"])
+                           "--iters", "2", "--timeout", "45", "--methods", "ottt_a", "ottt_o", "sltt", "bptt",
+                           "sj_ottt", "sj_bptt", "--json", "x.json", "--plot", "x.png"])
     assert args.methods == ["ottt_a", "ottt_o", "sltt", "bptt"]
-    assert (args.batch, args.T, args.json, args.plot) == (128, [1, 6, 16, 32], "x.json", "x.png")
+    assert (args.batch, args.T, args.rounds, args.timeout, args.json, args.plot) == (
+        128, [1, 6, 16, 32], 2, 45, "x.json", "x.png")
     assert "skipping sj_ottt sj_bptt: SpikingJelly is not installed" in capsys.readouterr().err
 
 
@@ -190,7 +320,7 @@ def test_nothing_left_to_run_is_an_error_naming_methods(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("argv,name", [(["--batch", "0"], "--batch"), (["--T", "1", "-2"], "--T"),
-                                       (["--iters", "x"], "--iters"), (["--timeout", "0"], "--timeout")])
+                                       (["--rounds", "x"], "--rounds"), (["--timeout", "0"], "--timeout")])
 def test_bad_options_name_the_option(argv, name, capsys):
     with pytest.raises(SystemExit) as e:
         cli.parse_args(argv)
@@ -198,61 +328,62 @@ def test_bad_options_name_the_option(argv, name, capsys):
     assert name in capsys.readouterr().err
 
 
-def test_default_run_prints_headline_elapsed_and_full_hint_and_writes_png(tmp_path, monkeypatch, capsys):
+def test_run_prints_table_legend_headline_writes_json_and_png_and_leaves_malloc_alone(tmp_path, monkeypatch,
+                                                                                   capsys):
     monkeypatch.chdir(tmp_path)
-    rc = cli.main(["--model", "r400", "--batch", "2", "--T", "1", "2", "--methods", "ottt_a", "bptt", "--iters", "1",
-                   "--threads", "1", "--in-process"])
+    for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(k, raising=False)
+    js = tmp_path / "r.json"
+    md = tmp_path / "r.md"
+    rc = cli.main(["--model", "r400", "--batch", "2", "--T", "1", "2", "--methods", "ottt_a", "bptt", "--rounds",
+                   "2", "--threads", "1", "--json", str(js), "--md", str(md)])
     assert rc == 0
     out, err = capsys.readouterr()
-    assert "ottt_a: memory saved for backward" in out and "ottt_a vs BPTT at T=2:" in out
+    assert "| method | T | ms/step | peak MB | saved MB | time / bptt | peak / bptt | saved / bptt |" in out
+    assert "peak MB: the most tensor bytes alive at once during one step" in out
+    assert "Measured: r400, batch 2," in out and "1 CPU thread(s)" in out and "median of 2 interleaved" in out
+    assert "ottt_a: peak " in out and "ottt_a vs BPTT at T = 1 / 2:" in out
     assert "python -m ottt_cuda.bench --full" in err and "total elapsed:" in err
+    assert not any(k.startswith("MALLOC_") for k in os.environ)
+    recs = json.loads(js.read_text())
+    assert {(r["method"], r["T"]) for r in recs} == {(m, t) for m in ("ottt_a", "bptt") for t in (1, 2)}
+    for r in recs:
+        assert set(report.RECORD_KEYS) <= set(r) and r["error"] is None
+        assert r["iter_s"] > 0 and r["saved_mb"] > 0 and r["peak_mb"] > 0 and len(r["iter_s_all"]) == 2
+        assert r["threads"] == 1 and r["meta"]["threads"] == 1 and r["meta"]["rounds"] == 2
+        assert "torch" in r["meta"] and "machine" in r["meta"] and "--rounds 2" in r["meta"]["command"]
     png = tmp_path / "ottt_bench_quick_cpu.png"
     assert str(png) in err and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = md.read_text()
+    assert "Command: `python -m ottt_cuda.bench --model r400" in page and "1 torch thread(s)" in page
+    assert "| ottt_a | 2 |" in page and "![memory and time vs T](ottt_bench_quick_cpu.png)" in page
 
 
-def test_forked_worker_matches_the_in_process_record_and_reports_errors():
-    config = dict(method="ottt_a", T=2, batch=2, device="cpu", model="r400", iters=1, threads=1)
-    forked = launch.run_config(config, timeout=300)
-    assert forked.get("error") is None, forked.get("error")
-    here = worker.run(config)
-    # saved bytes are deterministic: the same in a forked child as here
-    assert forked["saved_mb"] == here["saved_mb"] and forked["T"] == 2 and forked["peak_mb"] >= 0
-    bad = launch.run_config(dict(config, model="no_such_model"), timeout=300)
-    assert bad["saved_mb"] is None and "no_such_model" in bad["error"]
+def test_a_failing_method_is_reported_and_the_others_measured(monkeypatch, capsys):
+    real = methods.build
+
+    def build(method, *a, **k):
+        if method == "bptt":
+            raise RuntimeError("no bptt today")
+        return real(method, *a, **k)
+
+    monkeypatch.setattr(methods, "build", build)
+    rc = cli.main(["--model", "r400", "--batch", "2", "--T", "1", "--methods", "ottt_a", "bptt", "--rounds", "1",
+                   "--no-plot"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "| bptt | 1 | failed: RuntimeError: no bptt today |" in out and "| ottt_a | 1 |" in out
 
 
-def test_worker_env_keeps_or_drops_the_tracking_malloc_settings(monkeypatch):
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "999")
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    tracking = launch.worker_env()
-    assert tracking["MALLOC_MMAP_THRESHOLD_"] == "999"  # a caller's own setting is kept
-    assert tracking["MALLOC_TRIM_THRESHOLD_"] == "131072"
-    default = launch.worker_env("default")
-    assert "MALLOC_MMAP_THRESHOLD_" not in default and "MALLOC_TRIM_THRESHOLD_" not in default
-    assert default["PYTHONPATH"].split(os.pathsep)[0] == tracking["PYTHONPATH"].split(os.pathsep)[0]
-
-
-def test_default_malloc_runs_a_fresh_interpreter_without_peaks(monkeypatch):
-    # --malloc default: a new interpreter (a forkserver child would inherit the tracking settings), step times,
-    # saved bytes, and no peak (freed memory is reused there); the same saved bytes as a tracking run.
-    calls = []
-    monkeypatch.setattr(launch, "run_forked", lambda c, t: calls.append("forked") or {})
-    original = launch.run_subprocess
-    monkeypatch.setattr(launch, "run_subprocess", lambda c, t: calls.append("subprocess") or original(c, t))
-    config = dict(method="ottt_a", T=2, batch=2, device="cpu", model="r400", iters=1, threads=1, malloc="default")
-    rec = launch.run_config(config, timeout=300)
-    assert calls == ["subprocess"] and rec.get("error") is None, rec.get("error")
-    assert rec["iter_s"] > 0 and math.isnan(rec["peak_mb"]) and "not measured" in rec["peak_source"]
-    assert rec["saved_mb"] == worker.run(dict(config, malloc="tracking"))["saved_mb"]
-    table = report.table([dict(rec, method="bptt"), rec])
-    assert "| ottt_a | 2 |" in table and " – | " in table  # the missing peak and its ratio print as a dash
-
-
-def test_default_malloc_is_not_for_in_process_runs(capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.parse_args(["--malloc", "default", "--in-process"])
-    assert e.value.code == 2 and "--malloc default runs each configuration in a fresh interpreter" in \
-        capsys.readouterr().err
+def test_mlp784_is_the_784_400_10_net_and_its_spikingjelly_peer_has_its_weights():
+    m = methods.MODELS["mlp784"][0](10)
+    assert [tuple(p.shape) for p in m.parameters()] == [(400, 784), (400,), (10, 400), (10,)]
+    if not methods.spikingjelly_available():
+        pytest.skip("SpikingJelly is not installed")
+    assert methods.available_methods("mlp784")[-1] == "sj_ottt"
+    ours, _ = methods.build("ottt_a", "mlp784", "cpu", seed=3)
+    peer, _ = methods.build("sj_ottt", "mlp784", "cpu", seed=3)
+    for (n, p), (n2, q) in zip(ours.state_dict().items(), peer.state_dict().items()):
+        assert n == n2 and torch.equal(p, q)
 
 
 # --- SpikingJelly's memory optimizer (sj_bptt_memopt): exact BPTT, checked before it is timed ---
@@ -262,15 +393,15 @@ def _needs_memopt():
         pytest.skip("SpikingJelly with activation_based.memopt is not installed")
 
 
-def test_sj_bptt_memopt_record_is_checked_against_sj_bptt_then_timed():
+def test_sj_bptt_memopt_is_checked_against_sj_bptt_then_measured():
     _needs_memopt()
-    config = dict(method="sj_bptt_memopt", T=2, batch=1, device="cpu", model="vgg11_ws", iters=1, threads=1)
-    rec = worker.run(config)
+    x, y = methods.make_input("vgg11_ws", 1, "cpu")
+    rec, _, _ = sweep.measure("sj_bptt_memopt", "vgg11_ws", 2, x, y, torch.device("cpu"))
     check = rec["check"]
     assert check["reference"] == "sj_bptt" and check["passed"] is True
     assert 0 <= check["max_rel_err"] <= check["rtol"] == methods.GRAD_RTOL
-    assert rec["iter_s"] > 0 and rec["peak_mb"] >= 0 and rec["saved_mb"] > 0 and len(rec["iter_s_all"]) == 1
-    plain = worker.run(dict(config, method="sj_bptt"))
+    assert rec["peak_mb"] > 0 and rec["saved_mb"] > 0
+    plain, _, _ = sweep.measure("sj_bptt", "vgg11_ws", 2, x, y, torch.device("cpu"))
     assert plain["check"] is None
     assert rec["loss"] == pytest.approx(plain["loss"], rel=1e-6)  # same weights, same input
     # memopt took effect: checkpointed blocks keep (1-bit) inputs, not every activation
@@ -295,11 +426,10 @@ def test_sj_bptt_memopt_with_a_perturbed_weight_fails_its_check_and_is_not_timed
         return model, counted_step
 
     monkeypatch.setattr(methods, "build", perturbed_build)
-    rec = cli._in_process(dict(method="sj_bptt_memopt", T=2, batch=1, device="cpu", model="vgg11_ws", iters=1,
-                               threads=1))
+    (rec,) = sweep.run_T("vgg11_ws", 2, ["sj_bptt_memopt"], 1, "cpu", rounds=1)
     assert rec["iter_s"] is None and rec["peak_mb"] is None and rec["saved_mb"] is None
     assert "GradientMismatch" in rec["error"] and "differ from sj_bptt's" in rec["error"]
-    assert len(calls) == 1  # the gradient check's step only: no warm-up, no timed step
+    assert len(calls) == 1  # the gradient check's step only: no warm-up, no measured or timed step
 
 
 def test_sj_bptt_memopt_is_in_full_not_in_quick():

@@ -1,15 +1,18 @@
-"""The memory-vs-BPTT benchmark: `python -m ottt_cuda.bench` (or
-benchmarks/memory_vs_bptt.py, the same code).
+"""The main job, `python -m ottt_cuda.bench`: memory and time of OTTT against BPTT
+and SpikingJelly per training step, over T; and the pieces the scripts in
+benchmarks/ share with it.
 
-- cli: options, one subprocess per configuration, outputs;
+- cli: options, the loop over T, outputs;
 - presets: the quick default workload and --full (the paper's sweep);
-- worker: one configuration (warm-up with the saved-bytes counter, timed steps);
-- memory: what is measured (saved-for-backward bytes, layer state, peaks);
-- methods: ours (ottt_a, ottt_o, ottt_a_chunk, sltt, bptt) and SpikingJelly's;
+- sweep: one T: every method's memory in untimed steps, then timed rounds side by side;
+- memory: what is measured (peak of live tensor bytes from allocator events,
+  bytes saved for backward, layer state);
+- methods: the models (mlp784 included) and the methods: ours (ottt_a, ottt_o,
+  ottt_a_chunk, sltt, bptt) and SpikingJelly's;
 - report: Markdown table, the headline in words, JSON records, two-panel PNG;
-- timing, machine: timing helpers and the machine description (also used by
-  benchmarks/kernels.py).
+- timing: interleaved rounds and the median of synchronized calls; machine: the
+  machine description saved with every result.
 """
-from .memory import PeakMemory, SavedBytes, state_storages
+from .memory import LiveBytes, SavedBytes, state_storages
 
-__all__ = ["PeakMemory", "SavedBytes", "state_storages"]
+__all__ = ["LiveBytes", "SavedBytes", "state_storages"]

@@ -1,6 +1,4 @@
-"""What the memory-vs-BPTT benchmark measures, and how.
-
-Three figures per configuration (method, T, batch, device, model):
+"""What the main job (`python -m ottt_cuda.bench`) measures about memory.
 
 ``saved_mb`` (deterministic): the peak, over one training step, of the bytes
 that backward needs: every tensor packed for backward (seen through
@@ -16,26 +14,28 @@ graph is dropped: under OTTT a time step's graph is freed by that step's
 backward, so the figure is the largest single step (flat in T); under BPTT
 the whole T-step graph is alive at once.
 
-``peak_mb`` (allocator/OS view, includes workspaces and temporaries):
-- CUDA: torch.cuda.max_memory_allocated() during the step minus
-  torch.cuda.memory_allocated() just before it.
-- CPU: the growth of the process's peak resident set during the step: the
-  kernel's high-water mark VmHWM is reset with ``echo 5 > /proc/self/clear_refs``
-  right before the step and read from /proc/self/status after it; minus
-  VmRSS before. This is exact (no sampling thread can miss a short peak), where
-  getrusage's ru_maxrss cannot be reset and so says nothing after the warm-up.
-  For RSS to follow tensor lifetimes the worker process runs with glibc's
-  MALLOC_MMAP_THRESHOLD_ fixed at 64 KiB (large tensors are mmapped and
-  returned to the OS when freed; a fixed threshold also stops glibc from
-  raising it after the first free). Without /proc/self/clear_refs a sampling
-  thread reading /proc/self/statm every 0.5 ms is the fallback (it can miss
-  peaks shorter than that).
+``peak_mb`` (allocator events): the most tensor bytes alive at once during one
+training step, less the bytes of the model's parameters and of the optimizer's
+state (momentum buffers), which are the same for every method on one architecture.
+What it counts: activations, saved tensors, gradients, layer state, workspaces,
+temporaries, and whatever an earlier step left alive, as far as they are alive at
+the same moment. It is read from the allocator's own event stream: torch.profiler
+with profile_memory=True reports every allocation and every free of the device's
+allocator with its address and size, in order (LiveBytes). The session starts
+before the model is built, so every tensor of the method is in it. Memory that
+does not come from PyTorch's allocator (a library's private scratch space) is not
+seen. The same definition on the CPU and on CUDA (there the growth in the step is
+also recorded as max_memory_allocated minus memory_allocated before it, a
+cross-check of the event count).
 
-``iter_s``: median wall time of one training step (CUDA synchronized).
+The profiler costs time, so the step it watches is never a timed one: timing
+(ottt_cuda.bench.sweep) runs in separate steps without it, with the allocator as
+PyTorch and the C library leave it.
 """
+import contextlib
 import os
+import tempfile
 import threading
-import time
 
 import torch
 
@@ -135,6 +135,20 @@ class SavedBytes:
         return False
 
 
+def tensor_bytes(tensors):
+    """Bytes of the storages of `tensors`, each storage once."""
+    seen = {}
+    for t in tensors:
+        key, nbytes = storage_key(t)
+        seen[key] = nbytes
+    return sum(seen.values())
+
+
+def optimizer_tensors(optimizer):
+    """The tensors of an optimizer's state (e.g. SGD's momentum buffers)."""
+    return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+
+
 def state_storages(model):
     """{storage key: bytes} of the tensors a model keeps between calls outside
     its parameters and buffers: ottt_cuda's v / a_hat / mask / s_prev / f_prev /
@@ -142,81 +156,135 @@ def state_storages(model):
     return _saved.state_storages(model)
 
 
-# --- process / device peaks ----------------------------------------------------------------
+# --- peak of live tensor bytes, from allocator events ------------------------------------
 
-def _status_kb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _can_reset_hwm():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        _status_kb("VmHWM")
-        return True
-    except OSError:
-        return False
+_MARK = "ottt_cuda.bench::measured"
+# What the profiler's C++ side writes to stderr on every session (and a one-time warning for a
+# free it cannot size, i.e. a tensor from before the session, which LiveBytes ignores by design).
+_PROFILER_NOISE = ("USDT:", "profiler_start", "profiler_stop", "gpuGetDeviceCount",
+                   "Memory block of unknown size")
 
 
-class _StatmSampler(threading.Thread):
-    def __init__(self, period=5e-4):
-        super().__init__(daemon=True)
-        self.period, self.peak, self._stop = period, 0, threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE")
+@contextlib.contextmanager
+def _quiet_profiler_logs():
+    """Drop the profiler's own log lines from file descriptor 2; anything else written there
+    while it runs is passed on."""
+    import sys
 
-    def rss(self):
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self._page
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            kept = [ln for ln in log.read().decode(errors="replace").splitlines(keepends=True)
+                    if not any(n in ln for n in _PROFILER_NOISE)]
+            if kept:
+                sys.stderr.write("".join(kept))
 
-    def run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(self.period)
 
-    def stop(self):
-        self._stop.set()
-        self.join()
-        self.peak = max(self.peak, self.rss())
+def _walk(events):
+    for e in events:
+        yield e
+        yield from _walk(e.children)
 
 
-class PeakMemory:
-    """Peak memory growth of one step: `with PeakMemory(device) as pm: step()`,
-    then pm.bytes and pm.source (what was measured)."""
+def peak_over_window(allocations, start_ns, end_ns):
+    """From allocator events [(time_ns, address, signed size)] in the order they happened: the
+    bytes alive when the window [start_ns, end_ns] opens and the most alive inside it, counting
+    only blocks whose allocation is among the events (a free of an older block is ignored)."""
+    live, sizes, before, peak, opened = 0, {}, None, None, False
+    for t, ptr, size in allocations:
+        if not opened and t >= start_ns:
+            before = peak = live
+            opened = True
+        if opened and t > end_ns:
+            break
+        if size > 0:
+            sizes[ptr] = size
+            live += size
+        elif ptr in sizes:
+            live -= sizes.pop(ptr)
+        if opened:
+            peak = max(peak, live)
+    if not opened:
+        before = peak = live
+    return before, peak
+
+
+class LiveBytes:
+    """Live tensor bytes on `device`, from the allocator's events (see the module doc):
+
+        with LiveBytes("cpu") as lb:
+            model = build()              # inside the session: every later free has a known size
+            warm_up(model)
+            with lb.measure():
+                step(model)
+        lb.peak_total  # most bytes (allocated in the session) alive at once inside measure()
+        lb.before      # bytes alive (allocated in the session) when measure() began
+        lb.peak        # peak_total - before: the growth inside measure()
+
+    One measure() block per session."""
 
     def __init__(self, device):
         self.device = torch.device(device)
-        self.bytes = None
-        self.source = None
+        self.before = self.peak = self.peak_total = None
+        self.cuda_check = None  # CUDA: max_memory_allocated - memory_allocated over measure()
+        self._prof = None
+        self._quiet = None
 
     def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._before = torch.cuda.memory_allocated(self.device)
-            self.source = "cuda max_memory_allocated - memory_allocated before"
-        elif _can_reset_hwm():
-            self._before = _status_kb("VmRSS") * 1024
-            self._sampler = None
-            self.source = "VmHWM (reset via /proc/self/clear_refs) - VmRSS before"
-        else:
-            self._sampler = _StatmSampler()
-            self._before = self._sampler.rss()
-            self._sampler.start()
-            self.source = "sampled /proc/self/statm RSS peak - RSS before"
+        from torch.profiler import ProfilerActivity, profile
+
+        self._quiet = _quiet_profiler_logs()
+        self._quiet.__enter__()
+        try:
+            self._prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False)
+            self._prof.__enter__()
+        except BaseException:
+            self._quiet.__exit__(None, None, None)
+            raise
         return self
 
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
+    @contextlib.contextmanager
+    def measure(self):
+        from torch.profiler import record_function
+
+        cuda = self.device.type == "cuda"
+        if cuda:
             torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device)
-        elif self._sampler is None:
-            peak = _status_kb("VmHWM") * 1024
-        else:
-            self._sampler.stop()
-            peak = self._sampler.peak
-        self.bytes = max(0, peak - self._before)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+        with record_function(_MARK):
+            yield self
+            if cuda:
+                torch.cuda.synchronize(self.device)
+        if cuda:
+            self.cuda_check = torch.cuda.max_memory_allocated(self.device) - before
+
+    def __exit__(self, *exc):
+        try:
+            self._prof.__exit__(*exc)
+        finally:
+            self._quiet.__exit__(None, None, None)
+        if exc[0] is not None:
+            return False
+        events = list(_walk(self._prof.profiler.kineto_results.experimental_event_tree()))
+        marks = [e for e in events if e.name == _MARK]
+        if len(marks) != 1:
+            raise RuntimeError(f"LiveBytes: expected one measure() block in the session, found {len(marks)}")
+        allocs = []
+        for e in events:
+            if str(e.tag).endswith("Allocation"):
+                f = e.extra_fields
+                if f.device.type == self.device.type:
+                    allocs.append((e.start_time_ns, f.ptr, f.alloc_size))
+        allocs.sort(key=lambda a: a[0])  # stable: same-time events keep the order they were recorded in
+        self.before, self.peak_total = peak_over_window(allocs, marks[0].start_time_ns, marks[0].end_time_ns)
+        self.peak = self.peak_total - self.before
         return False

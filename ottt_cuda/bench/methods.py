@@ -1,12 +1,14 @@
-"""The models and training methods the benchmark compares, all on the same
-architecture, weights and input.
+"""The models and training methods the benchmarks compare, all on the same
+architecture, weights and input. The one definition of each model and of each
+SpikingJelly peer: the main job and the scripts in benchmarks/ build them here.
 
 Ours (ottt_cuda.train_step): ottt_a, ottt_o, ottt_a_chunk (K = 4), sltt, bptt
 (fused multi-step LIF kernel, one backward over the whole sequence).
-Peers, when SpikingJelly is installed (vgg11_ws only: its
-spiking_vggws_ottt is the paper's VGG-11 sWS):
+Peers, when SpikingJelly is installed (PEERS_OF says which model has which):
 - sj_ottt: SpikingJelly's OTTT (OTTTLIFNode + OTTTSequential), backward at
-  every step, one optimizer step at the end (OTTT_A, as its example).
+  every step, one optimizer step at the end (OTTT_A, as its example;
+  sj_ottt_step). On vgg11_ws its spiking_vggws_ottt (the paper's VGG-11 sWS),
+  on mlp784 OTTTSequential(Flatten, Linear, OTTTLIFNode, Linear) (sj_mlp784).
 - sj_bptt: the same VGG built with SpikingJelly's multi-step LIFNode
   (step_mode 'm', soft reset, detached reset, tau 2, sigmoid(4) surrogate);
   SpikingJelly 2 picks its LIF implementation itself (its torch kernel on CPU,
@@ -31,15 +33,30 @@ ALL_METHODS = OURS + PEERS
 CHUNK = 4
 LOSS_ALPHA = 0.05  # the paper's CE/MSE mix
 
-# name -> (factory(num_classes), input shape, classes, SpikingJelly peer available)
+
+
+def mlp784(num_classes=10):
+    """784-400-10 without a recurrent synapse: Flatten, Linear(784, 400) (no trace: its input
+    is the image, the same at every step), LIF, Linear(400, classes)."""
+    from .. import nn as onn
+
+    return torch.nn.Sequential(torch.nn.Flatten(1), onn.Linear(784, 400, trace=False), onn.LIF(tau=2.0),
+                               onn.Linear(400, num_classes))
+
+
+# name -> (factory(num_classes), input shape, classes)
 MODELS = {
-    "vgg11_ws": (lambda c: _models.vgg11_ws(num_classes=c), (3, 32, 32), 10, True),
-    "r400": (lambda c: _models.r400(num_classes=c), (1, 28, 28), 10, False),
+    "vgg11_ws": (lambda c: _models.vgg11_ws(num_classes=c), (3, 32, 32), 10),
+    "r400": (lambda c: _models.r400(num_classes=c), (1, 28, 28), 10),
     # VGG-11 without sWS: plain convolutions, so the saved bytes are activations only
-    "vgg11": (lambda c: _models.VGGWS(num_classes=c, ws=False), (3, 32, 32), 10, False),
-    "vgg11f_ws": (lambda c: _models.vgg11f_ws(num_classes=c), (3, 32, 32), 10, False),
-    "nf_resnet34": (lambda c: _models.nf_resnet34(num_classes=c), (3, 32, 32), 10, False),
+    "vgg11": (lambda c: _models.VGGWS(num_classes=c, ws=False), (3, 32, 32), 10),
+    "vgg11f_ws": (lambda c: _models.vgg11f_ws(num_classes=c), (3, 32, 32), 10),
+    "nf_resnet34": (lambda c: _models.nf_resnet34(num_classes=c), (3, 32, 32), 10),
+    "mlp784": (mlp784, (1, 28, 28), 10),
 }
+# The SpikingJelly peers each model has (SpikingJelly's OTTT layers cannot express R400's recurrent
+# synapse or VGG-11F's feedback; its VGG is the paper's sWS one).
+PEERS_OF = {"vgg11_ws": PEERS, "mlp784": ("sj_ottt",)}
 
 
 def spikingjelly_available():
@@ -61,13 +78,13 @@ def available_methods(model_name):
     model it has, sj_bptt_memopt its memopt package; chunking needs a model
     without feedback between steps)."""
     out = [m for m in OURS if not (m == "ottt_a_chunk" and model_name == "vgg11f_ws")]
-    if MODELS[model_name][3] and spikingjelly_available():
-        out += [m for m in PEERS if m != "sj_bptt_memopt" or memopt_available()]
+    if spikingjelly_available():
+        out += [m for m in PEERS_OF.get(model_name, ()) if m != "sj_bptt_memopt" or memopt_available()]
     return out
 
 
 def make_input(model_name, batch, device, seed=0):
-    _, shape, classes, _ = MODELS[model_name]
+    _, shape, classes = MODELS[model_name]
     g = torch.Generator().manual_seed(seed)
     # Normalized-image-like values: random data, no data set needed.
     x = torch.randn(batch, *shape, generator=g).to(device)
@@ -78,8 +95,9 @@ def make_input(model_name, batch, device, seed=0):
 def _sj_neuron_kwargs():
     from spikingjelly.activation_based import surrogate
 
-    # The paper's neuron (DESIGN.md section 1): tau 2, soft reset, decay_input
-    # False, reset detached, sigmoid surrogate with alpha 4.
+    # The neuron ottt_cuda's LIF implements, the paper's: membrane decay 1/tau with tau 2, the
+    # input added undecayed (decay_input False), soft reset (subtract the threshold, v_reset None)
+    # whose reset is kept out of the gradient (detach_reset), sigmoid surrogate with alpha 4.
     return dict(tau=2.0, decay_input=False, v_reset=None, detach_reset=True,
                 surrogate_function=surrogate.Sigmoid(alpha=4.0))
 
@@ -89,7 +107,7 @@ def build(method, model_name, device, seed=0, example=None):
     model's initial weights (same parameter names). sj_bptt_memopt needs
     example=(x, T): memopt probes the model with one representative forward.
     step(x, y, None, T) computes the gradients without an optimizer step."""
-    factory, _, classes, _ = MODELS[model_name]
+    factory, _, classes = MODELS[model_name]
     torch.manual_seed(seed)
     ours = factory(classes).to(device)
     if method in OURS:
@@ -103,38 +121,28 @@ def build(method, model_name, device, seed=0, example=None):
         return ours, step
     if method not in PEERS:
         raise ValueError(f"unknown method {method!r}; one of {ALL_METHODS}")
-    if model_name != "vgg11_ws":
-        raise ValueError(f"{method} runs only on vgg11_ws (SpikingJelly's spiking_vggws_ottt)")
+    if method not in PEERS_OF.get(model_name, ()):
+        raise ValueError(f"{method} runs only on {' or '.join(m for m, p in PEERS_OF.items() if method in p)}")
     if method == "sj_bptt_memopt" and example is None:
         raise ValueError("sj_bptt_memopt needs example=(x, T): memopt probes the model with a representative input")
     from spikingjelly.activation_based import functional, neuron
-    from spikingjelly.activation_based.model import spiking_vggws_ottt as sjv
 
-    if method == "sj_ottt":
-        net = sjv.ottt_spiking_vggws(num_classes=classes, **_sj_neuron_kwargs())
+    if model_name == "mlp784":
+        net = sj_mlp784(ours)
     else:
-        net = sjv.ottt_spiking_vggws(spiking_neuron=neuron.LIFNode, num_classes=classes, **_sj_neuron_kwargs())
-        functional.set_step_mode(net, "m")
-    net.load_state_dict(ours.state_dict())
+        from spikingjelly.activation_based.model import spiking_vggws_ottt as sjv
+
+        if method == "sj_ottt":
+            net = sjv.ottt_spiking_vggws(num_classes=classes, **_sj_neuron_kwargs())
+        else:
+            net = sjv.ottt_spiking_vggws(spiking_neuron=neuron.LIFNode, num_classes=classes, **_sj_neuron_kwargs())
+            functional.set_step_mode(net, "m")
+        net.load_state_dict(ours.state_dict())
     net = net.to(device)
     del ours
 
     if method == "sj_ottt":
-        def step(x, y, opt, T):
-            # SpikingJelly's OTTT example: backward at every step, step the optimizer once.
-            functional.reset_net(net)
-            if opt is not None:
-                opt.zero_grad(set_to_none=True)
-            total = torch.zeros((), device=x.device)
-            for _ in range(T):
-                out = net(x)
-                loss = step_loss(out, y, T, LOSS_ALPHA)
-                loss.backward()
-                total += loss.detach()
-            if opt is not None:
-                opt.step()
-            return total
-        return net, step
+        return net, sj_ottt_step(net)
 
     def sequence_input(x, T):
         return x.unsqueeze(0).expand(T, *x.shape).contiguous()
@@ -153,6 +161,39 @@ def build(method, model_name, device, seed=0, example=None):
             opt.step()
         return loss.detach()
     return net, step
+
+
+def sj_mlp784(ours):
+    """SpikingJelly's OTTT version of mlp784 with the weights of `ours` (an mlp784):
+    OTTTSequential(Flatten, Linear, OTTTLIFNode, Linear), the same parameter names."""
+    from spikingjelly.activation_based import layer, neuron
+
+    net = layer.OTTTSequential(torch.nn.Flatten(1), torch.nn.Linear(784, 400), neuron.OTTTLIFNode(**_sj_neuron_kwargs()),
+                               torch.nn.Linear(400, ours[3].weight.shape[0]))
+    net.load_state_dict(ours.state_dict())  # keys 1.weight, 1.bias, 3.weight, 3.bias
+    return net.to(ours[1].weight.device)
+
+
+def sj_ottt_step(net, loss_alpha=LOSS_ALPHA):
+    """step(x, y, opt, T) of SpikingJelly's OTTT as its example trains: the network reset, then
+    T forward passes on the same input, each followed by the backward of its loss (gradients
+    accumulate over the steps), and one optimizer step at the end. Returns the summed loss.
+    opt None: the gradients only."""
+    from spikingjelly.activation_based import functional
+
+    def step(x, y, opt, T):
+        functional.reset_net(net)
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=x.device)
+        for _ in range(T):
+            loss = step_loss(net(x), y, T, loss_alpha)
+            loss.backward()
+            total += loss.detach()
+        if opt is not None:
+            opt.step()
+        return total
+    return step
 
 
 def memopt_level(device):
