@@ -1,12 +1,13 @@
-"""The CUDA-graph time step at batch 1 and 8 (issue 11 part 3), on a GPU.
+"""The CUDA-graph time step at batch 1 and 8, on a GPU.
 
-784-400-10 (Flatten, Linear(784, 400, trace=False), LIF, Linear(400, 10)) and R400 (the fmnist recipe's, with
-feedback dropout), T = 5, 1x28x28 input; the paper's VGG-11 (sWS), T = 6, 3x32x32 input (R400 and VGG-11 are
-issue 11's target models): samples/s of train_step ottt_a eagerly (the autograd-free chain) and with
-cuda_graph=True, and SpikingJelly's OTTT on the 784-400-10 net when it is installed. Correctness first: one training step with the graph and one eager, on copies
-of the same weights, must give the same loss, summed output and gradients (float32 tolerances), else the
-script stops before timing. Timing: methods interleaved round by round, CUDA synchronized around each
-measurement, median over rounds. Last line: "KEY: graph x eager ..." for the GPU suite's summary.
+784-400-10 (ottt_cuda.bench.methods.mlp784) and R400 (the fmnist recipe's, with feedback dropout), T = 5,
+1x28x28 input; the paper's VGG-11 (sWS), T = 6, 3x32x32 input: samples/s of train_step ottt_a eagerly (the
+autograd-free chain) and with cuda_graph=True, and SpikingJelly's OTTT on the 784-400-10 net when it is
+installed (methods.build's sj_ottt). Correctness first: one training step with the graph and one eager, on
+copies of the same weights, must give the same loss, summed output and gradients (float32 tolerances), else
+the script stops before timing. Timing: methods interleaved round by round
+(ottt_cuda.bench.timing.interleaved_rounds), CUDA synchronized every 10 calls and after each measurement,
+median over rounds. Last line: "KEY: graph x eager ..." for the GPU suite's summary.
 
     python benchmarks/graph_batch1.py --json OUT.json --md OUT.md
 """
@@ -14,28 +15,25 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import torch  # noqa: E402
-import torch.nn as tnn  # noqa: E402
 
-from ottt_cuda import nn as onn  # noqa: E402
 from ottt_cuda.bench import methods as bm  # noqa: E402
 from ottt_cuda.bench.machine import command_line, machine  # noqa: E402
+from ottt_cuda.bench.timing import interleaved_rounds  # noqa: E402
 from ottt_cuda.models import r400, vgg11_ws  # noqa: E402
-from ottt_cuda.training import step_loss, train_step  # noqa: E402
+from ottt_cuda.training import train_step  # noqa: E402
 
 T = 5  # the 784-400-10 net and R400; VGG-11: MODELS
-ALPHA = 0.05
+ALPHA = bm.LOSS_ALPHA
 
 
 def mlp(seed=0):
     torch.manual_seed(seed)
-    return tnn.Sequential(tnn.Flatten(1), onn.Linear(784, 400, trace=False), onn.LIF(tau=2.0), onn.Linear(400, 10))
+    return bm.mlp784(num_classes=10)
 
 
 def recurrent(seed=0):
@@ -61,19 +59,13 @@ def ours(model, graph, steps=T):
 
 
 def spikingjelly(model):
-    from spikingjelly.activation_based import functional, layer, neuron
-
-    net = layer.OTTTSequential(tnn.Flatten(1), tnn.Linear(784, 400), neuron.OTTTLIFNode(**bm._sj_neuron_kwargs()),
-                               tnn.Linear(400, 10)).to(model[1].weight.device)
-    net.load_state_dict(model.state_dict())
+    """SpikingJelly's OTTT on the weights of `model` (a 784-400-10 net)."""
+    net = bm.sj_mlp784(model)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    sj_step = bm.sj_ottt_step(net, ALPHA)
 
     def step(x, y):
-        functional.reset_net(net)
-        opt.zero_grad(set_to_none=True)
-        for _ in range(T):
-            step_loss(net(x), y, T, ALPHA).backward()
-        opt.step()
+        sj_step(x, y, opt, T)
     return step
 
 
@@ -109,27 +101,17 @@ def time_methods(name, batch, device, sync, a):
             methods["sj_ottt"] = spikingjelly(mlp().to(device))
         except ImportError:
             pass
-    times = {m: [] for m in methods}
     for m, step in methods.items():  # warm-up (the graph is captured here)
         for _ in range(3):
             step(x, y)
     sync()
-    for _ in range(a.rounds):
-        for m, step in methods.items():
-            n, t0 = 0, time.perf_counter()
-            while True:
-                step(x, y)
-                n += 1
-                if n % 10 == 0:
-                    sync()
-                    if time.perf_counter() - t0 >= a.target_s:
-                        break
-            times[m].append((time.perf_counter() - t0) / n)
+    timed = interleaved_rounds({m: (lambda step=step: step(x, y)) for m, step in methods.items()}, a.rounds,
+                               sync=sync, target_s=a.target_s, check_every=10)
     rows = []
-    for m, ts in times.items():
-        s = statistics.median(ts)
+    for m, r in timed.items():
+        s = r.median
         rows.append({"model": name, "T": T, "batch": batch, "method": m, "s_per_call": s, "samples_per_s": batch / s,
-                     "ms_per_time_step": s / T * 1e3, "rounds": ts})
+                     "ms_per_time_step": s / T * 1e3, "rounds": r.seconds})
     return rows
 
 

@@ -222,8 +222,8 @@ def spikingjelly_multistep(device, T, n, dtype):
 
 
 def vgg11_handoff_bytes(batch, hw, dtype, device):
-    """Per time step of the paper's VGG-11 (sWS) at `batch` x 3 x hw x hw: (bytes of spikes that fused
-    LIFs no longer have read back by their synapse's trace update, fused links, traced synapses)."""
+    """Per time step of the paper's VGG-11 (sWS) at `batch` x 3 x hw x hw: (bytes of spikes a fused LIF
+    spares its synapse's trace update from reading back, fused links, traced synapses)."""
     from ottt_cuda import nn as onn
     from ottt_cuda.models import vgg11_ws
 

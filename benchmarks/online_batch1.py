@@ -1,23 +1,23 @@
-"""The online regime (issue 11, part 1): training at batch 1 and 8, one sample and
-one time step at a time, where a step's cost is Python, dispatch and allocation
-rather than arithmetic.
+"""The online regime: training at batch 1 and 8, one sample and one time step at a
+time, where a step's cost is Python, dispatch and allocation rather than arithmetic.
 
-Models and methods (the same weights and input for every method of a model):
-- mlp784: 784-400-10 without the recurrent synapse: ottt_cuda's
-  Sequential(Flatten, Linear(784, 400, trace=False), LIF, Linear(400, 10)) under
-  ottt_a / ottt_o, and SpikingJelly's OTTTSequential(Flatten, Linear, OTTTLIFNode,
-  Linear) as sj_ottt. T = 5, input 1x28x28 (Fashion-MNIST sized).
+Models and methods (the same weights and input for every method of a model), all
+built by ottt_cuda.bench.methods:
+- mlp784: 784-400-10 without the recurrent synapse (methods.mlp784) under ottt_a /
+  ottt_o, and SpikingJelly's OTTTSequential(Flatten, Linear, OTTTLIFNode, Linear)
+  as sj_ottt. T = 5, input 1x28x28 (Fashion-MNIST sized).
 - r400: ottt_cuda.models.r400 (recurrent; SpikingJelly's OTTT layers cannot express
   it, so only ours). T = 5, input 1x28x28.
-- vgg11_ws: the paper's VGG-11 sWS, T = 6, input 3x32x32; sj_ottt built by
-  ottt_cuda.bench.methods (SpikingJelly's spiking_vggws_ottt).
+- vgg11_ws: the paper's VGG-11 sWS, T = 6, input 3x32x32; sj_ottt is SpikingJelly's
+  spiking_vggws_ottt.
 
 Correctness first: before timing, each model with a SpikingJelly peer runs T steps
 of forward + per-step backward in both on the same weights and input; the outputs
 at every step and the accumulated weight gradients must agree (recorded in
-"checks"). Timing interleaves the methods round by round (A, B, C, A, B, C, ...)
-and reports the median over rounds of the mean seconds per training step (one call
-= one sample batch through all T time steps, with the optimizer step(s)).
+"checks"). Timing interleaves the methods round by round (A, B, C, A, B, C, ...;
+ottt_cuda.bench.timing.interleaved_rounds) and reports the median over rounds of the
+mean seconds per training step (one call = one sample batch through all T time
+steps, with the optimizer step(s)).
 
 Outside-kernel share (torch.profiler, CPU): kernel time = the summed SELF CPU time
 of compute ops, i.e. every aten:: and ottt_cuda:: operator except views, reshapes,
@@ -31,31 +31,28 @@ than the truth by that) and the profiler's own cost lands outside (higher by tha
         --md benchmarks/results/online_batch1_cpu.md --plot benchmarks/results/online_batch1_cpu.png
     python benchmarks/online_batch1.py --quick --json /tmp/q.json   # a small smoke run
 
-Before/after (issue 11, part 2): run this script against the older checkout first
-(copy it into that checkout's benchmarks/ so that it imports that ottt_cuda), then
-here with --before OLD.json: the report adds each case's samples/s before and after
-and judges the targets with the R400 baseline taken from OLD.json. Both runs should
-come from the same machine close in time (say so in --note).
+Before/after: run this script in another checkout first (copy it into that
+checkout's benchmarks/ so that it imports that ottt_cuda), then here with --before
+OTHER.json: the report adds each case's samples/s in both and judges the targets
+with the R400 baseline taken from OTHER.json. Both runs should come from the same
+machine close in time (say so in --note).
 """
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import torch  # noqa: E402
-import torch.nn as tnn  # noqa: E402
 
 import ottt_cuda  # noqa: E402
-from ottt_cuda import nn as onn  # noqa: E402
 from ottt_cuda.bench import methods as bm  # noqa: E402
 from ottt_cuda.bench.machine import command_line, machine  # noqa: E402
 from ottt_cuda.bench.report import save_json  # noqa: E402
-from ottt_cuda.bench.timing import reuse_freed_memory  # noqa: E402
-from ottt_cuda.training import step_loss, train_step  # noqa: E402
+from ottt_cuda.bench.timing import interleaved_rounds, reuse_freed_memory  # noqa: E402
+from ottt_cuda.training import step_loss  # noqa: E402
 
 MODELS = {  # name -> (T, input shape, methods)
     "mlp784": (5, (1, 28, 28), ("ottt_a", "ottt_o", "sj_ottt")),
@@ -63,7 +60,7 @@ MODELS = {  # name -> (T, input shape, methods)
     "vgg11_ws": (6, (3, 32, 32), ("ottt_a", "ottt_o", "sj_ottt")),
 }
 PEER = "sj_ottt"
-# Issue 11's targets for part 2 (samples/s): vs SpikingJelly's OTTT, and R400 vs today's.
+# Throughput goals of ottt_a in this regime (samples/s): vs SpikingJelly's OTTT, and R400 vs a --before run.
 TARGETS = {"mlp784": ("x sj_ottt", 2.0), "vgg11_ws": ("x sj_ottt", 4.0), "r400": ("x today's samples/s", 3.0)}
 # aten ops whose own (self) time is no arithmetic: views, reshapes, allocation,
 # bookkeeping, and composites that only dispatch to the ops doing the work.
@@ -82,59 +79,13 @@ NON_COMPUTE_OPS = {
 
 # ----------------------------------------------------------------------------- models
 
-def _mlp_ours():
-    return tnn.Sequential(tnn.Flatten(1), onn.Linear(784, 400, trace=False), onn.LIF(tau=2.0), onn.Linear(400, 10))
-
-
-def _mlp_sj(ours):
-    from spikingjelly.activation_based import layer, neuron
-
-    net = layer.OTTTSequential(tnn.Flatten(1), tnn.Linear(784, 400), neuron.OTTTLIFNode(**bm._sj_neuron_kwargs()),
-                               tnn.Linear(400, 10))
-    net.load_state_dict(ours.state_dict())  # same keys: 1.weight, 1.bias, 3.weight, 3.bias
-    return net
-
-
-def _sj_step(net):
-    from spikingjelly.activation_based import functional
-
-    def step(x, y, opt, T):
-        # As bench.methods' sj_ottt: backward at every time step, one optimizer step at the end.
-        functional.reset_net(net)
-        opt.zero_grad(set_to_none=True)
-        total = torch.zeros(())
-        for _ in range(T):
-            loss = step_loss(net(x), y, T, bm.LOSS_ALPHA)
-            loss.backward()
-            total += loss.detach()
-        opt.step()
-        return total
-    return step
-
-
-def _ours_step(model, mode):
-    def step(x, y, opt, T):
-        return train_step(model, x, y, opt, T=T, mode=mode, loss_alpha=bm.LOSS_ALPHA)[0]
-    return step
-
-
 def build(model_name, method, seed=0):
     """(model, step(x, y, opt, T)) with the same initial weights for every method of a model."""
-    if model_name == "vgg11_ws":
-        return bm.build(method, "vgg11_ws", "cpu", seed=seed)
-    torch.manual_seed(seed)
-    ours = _mlp_ours() if model_name == "mlp784" else ottt_cuda.models.r400(num_classes=10)
-    if method == PEER:
-        net = _mlp_sj(ours)
-        return net, _sj_step(net)
-    return ours, _ours_step(ours, method)
+    return bm.build(method, model_name, "cpu", seed=seed)
 
 
 def make_input(model_name, batch, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, *MODELS[model_name][1], generator=g)
-    y = torch.randint(0, 10, (batch,), generator=g)
-    return x, y
+    return bm.make_input(model_name, batch, "cpu", seed=seed)
 
 
 # ------------------------------------------------------------------------ correctness
@@ -182,17 +133,6 @@ def check_against_peer(model_name, batch, tol=1e-9):
 
 # ----------------------------------------------------------------------------- timing
 
-def _measure(step, x, y, opt, T, target_s, max_calls):
-    """Mean seconds per call over calls run until target_s (at least 1, at most max_calls)."""
-    n, t0 = 0, time.perf_counter()
-    while True:
-        step(x, y, opt, T)
-        n += 1
-        dt = time.perf_counter() - t0
-        if dt >= target_s or n >= max_calls:
-            return dt / n, n
-
-
 def _is_compute(e):
     # Only C++ operators count: aten and ottt_cuda's kernels. Autograd nodes, Python
     # autograd Functions and Python-implemented custom ops are overhead; what they
@@ -225,17 +165,13 @@ def bench_case(model_name, batch, threads, args):
         opt = bm.make_optimizer(model)
         for _ in range(args.warmup):
             step(x, y, opt, T)
-        runs[m] = (step, opt, [], [])
-    for _ in range(args.rounds):  # interleaved: A, B, C, A, B, C, ...
-        for m in methods:
-            step, opt, secs, calls = runs[m]
-            s, n = _measure(step, x, y, opt, T, args.target_s, args.max_calls)
-            secs.append(s)
-            calls.append(n)
+        runs[m] = (step, opt)
+    timed = interleaved_rounds({m: (lambda step=step, opt=opt: step(x, y, opt, T)) for m, (step, opt) in runs.items()},
+                               args.rounds, target_s=args.target_s, max_calls=args.max_calls)
     out = []
     for m in methods:
-        step, opt, secs, calls = runs[m]
-        wall = statistics.median(secs)
+        step, opt = runs[m]
+        secs, calls, wall = timed[m].seconds, timed[m].calls, timed[m].median
         kern, prof_wall = kernel_seconds_per_call(step, x, y, opt, T, args.profile_calls)
         out.append({"model": model_name, "batch": batch, "threads": threads, "method": m, "T": T,
                     "s_per_call_rounds": secs, "calls_per_round": calls, "s_per_call": wall,
@@ -257,7 +193,7 @@ def _key(r):
 
 
 def baseline_vs_targets(results, before=None):
-    """ottt_a against issue 11's part-2 targets, per (model, batch, threads). R400's target is
+    """ottt_a against TARGETS, per (model, batch, threads). R400's target is
     relative to the samples/s of `before` (a list of results from an earlier run); without it
     the run itself is the baseline (ratio 1)."""
     old = {_key(r): r for r in before or []}
@@ -334,7 +270,7 @@ def markdown(payload):
             lines.append(f"| {r['model']} | {r['batch']} | {r['threads']} | {r['method']} | "
                          f"{r['before_samples_per_s']:.3g} | {r['after_samples_per_s']:.3g} | {r['speedup']:.2f} | "
                          f"{_f(r['before_ratio_vs_sj_ottt'], '.2f')} | {_f(r['after_ratio_vs_sj_ottt'], '.2f')} |")
-    lines += ["", "## Against issue 11's targets (ottt_a)", "",
+    lines += ["", "## Against the targets (ottt_a)", "",
               ("R400's baseline: the --before run." if payload.get("before") else
                "No --before run: this run is R400's baseline."), "",
               "| model | batch | threads | metric | now | target | met | samples/s now | samples/s needed |",
