@@ -12,9 +12,10 @@ of the emulated machine (add_device, set_device, set_host_threads, set_seed,
 last_launch); see csrc/cuda_emu/emu_runtime.h for what is emulated.
 """
 import importlib.util
-import os
 
 import torch
+
+from . import _extension
 
 _C = None
 LOAD_ERROR = None
@@ -22,8 +23,8 @@ LOAD_ERROR = None
 
 def _load():
     global _C, LOAD_ERROR
-    if os.environ.get("OTTT_DISABLE_EXTENSION", "").strip().lower() in ("1", "true", "yes", "on"):
-        LOAD_ERROR = "disabled by OTTT_DISABLE_EXTENSION"
+    if _extension.disabled():
+        LOAD_ERROR = f"disabled by {_extension.DISABLE_ENV}"
         return
     if importlib.util.find_spec(__package__ + "._C_cuda_emu") is None:
         LOAD_ERROR = "not built (python scripts/build_cuda_emu.py builds it in a checkout)"

@@ -21,7 +21,8 @@ _C = None
 LOAD_ERROR = None  # why _C is not loaded (None when it is)
 
 
-def _disabled() -> bool:
+def disabled() -> bool:
+    """Whether OTTT_DISABLE_EXTENSION asks for no compiled extension (this one or the emulated-CUDA one)."""
     return os.environ.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -32,7 +33,7 @@ def _warn(message):
 
 def _load():
     global _C, LOAD_ERROR
-    if _disabled():
+    if disabled():
         LOAD_ERROR = f"disabled by {DISABLE_ENV}={os.environ[DISABLE_ENV]}"
         _warn(f"the compiled extension is disabled ({DISABLE_ENV}={os.environ[DISABLE_ENV]}); "
               "using the Triton/PyTorch backends.")

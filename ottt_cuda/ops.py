@@ -370,7 +370,7 @@ def trace_update(trace, s, decay):
         return reference.trace_update_ref(trace, s, decay)
     if name == "cuda_emu":  # differentiated as the compiled op is (its registered autograd)
         return _impl(name).trace_update(trace, s, decay)
-    if name in _PLAIN_BACKENDS:
+    if name == "triton":
         # The trace is a running filter of spikes, not differentiated by OTTT.
         with torch.no_grad():
             return _impl(name).trace_update(trace, s, decay)

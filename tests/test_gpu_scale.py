@@ -22,7 +22,7 @@ from conftest import assert_close, assert_grad_close, backend_params, using_back
 
 N = (1 << 24) + 13
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-GPU_BACKENDS = [p for p in backend_params() if p.values[0][0] == "cuda" or p.values[0][1] == "cuda_emu"]
+SCALE_BACKENDS = [p for p in backend_params() if p.values[0][0] == "cuda" or p.values[0][1] == "cuda_emu"]
 LAYOUTS = ["contiguous", "unaligned"]
 
 
@@ -48,7 +48,7 @@ def _gen(device, seed):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("dev_backend", GPU_BACKENDS)
+@pytest.mark.parametrize("dev_backend", SCALE_BACKENDS)
 def test_lif_step_at_scale(dev_backend, dtype, layout):
     device, backend = dev_backend
     g = _gen(device, 0)
@@ -73,7 +73,7 @@ def test_lif_step_at_scale(dev_backend, dtype, layout):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("dev_backend", GPU_BACKENDS)
+@pytest.mark.parametrize("dev_backend", SCALE_BACKENDS)
 def test_trace_update_at_scale(dev_backend, dtype, layout):
     device, backend = dev_backend
     g = _gen(device, 1)
@@ -91,7 +91,7 @@ def test_trace_update_at_scale(dev_backend, dtype, layout):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("dev_backend", GPU_BACKENDS)
+@pytest.mark.parametrize("dev_backend", SCALE_BACKENDS)
 def test_lif_multistep_at_scale(dev_backend, dtype, layout):
     device, backend = dev_backend
     T, per_step = 4, (N - 1) // 4 + 1  # 4 * (2^22 + 4) elements, > 2^24
@@ -113,7 +113,7 @@ def test_lif_multistep_at_scale(dev_backend, dtype, layout):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("rows", [3, 40], ids=["small_batch", "gemm"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("dev_backend", GPU_BACKENDS)
+@pytest.mark.parametrize("dev_backend", SCALE_BACKENDS)
 def test_outer_accumulate_at_scale(dev_backend, dtype, rows, layout):
     # grad_w [1, N]: one long row, so the kernels' column tiling and the tail of
     # the last tile are exercised at N; `rows` picks the small-batch kernel or the GEMM.
@@ -133,7 +133,7 @@ def test_outer_accumulate_at_scale(dev_backend, dtype, rows, layout):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("dev_backend", GPU_BACKENDS)
+@pytest.mark.parametrize("dev_backend", SCALE_BACKENDS)
 def test_lif_multistep_64_steps(dev_backend, dtype):
     # Over 64 steps the membrane's binary expansion outgrows float32, so the
     # reference runs in the kernels' op-math type (reference.py widens fp16/bf16
@@ -156,7 +156,7 @@ def test_lif_multistep_64_steps(dev_backend, dtype):
     assert_grad_close(gx, r_gx, scale=8)
 
 
-@pytest.mark.parametrize("dev_backend", GPU_BACKENDS)
+@pytest.mark.parametrize("dev_backend", SCALE_BACKENDS)
 def test_trace_update_float16_beyond_2_31_elements(dev_backend):
     # 64-bit indexing: a kernel indexing in int32 would wrap past 2^31 and leave
     # the tail untouched (or write before the buffer). ~4.3 GB per tensor.
