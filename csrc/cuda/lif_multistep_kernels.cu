@@ -41,8 +41,12 @@ __global__ void __launch_bounds__(kSeqThreads) lif_multistep_fwd_kernel(const Li
   }
 }
 
+// The second bound (at least 1 resident block per SM) matters: with the thread
+// bound alone ptxas 13 held this kernel to 32 registers for full occupancy and
+// spilled the unrolled float/half/bfloat16 loops (docs/cuda_resource_usage_sm90.md
+// records what it uses now; tests/test_cuda_resource_usage.py fails on a spill).
 template <typename T>
-__global__ void __launch_bounds__(kSeqThreads) lif_multistep_bwd_kernel(const LifMultistepBwdArgs<T> p) {
+__global__ void __launch_bounds__(kSeqThreads, 1) lif_multistep_bwd_kernel(const LifMultistepBwdArgs<T> p) {
   using op_t = opmath_t<T>;
   const int64_t n = p.n;
   const T* __restrict__ z_seq = p.z_seq;
