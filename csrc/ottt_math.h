@@ -2,7 +2,7 @@
 // presynaptic trace. Included by the CPU kernels (g++), the CUDA kernels (nvcc)
 // and the host test (ctest), so every backend runs the very same formulas.
 //
-// Conventions (DESIGN.md section 1):
+// Conventions (docs/design.md, section 1 "The maths"):
 //   charge  h = decay * v + in_scale * x + bias
 //           decay = 1 - 1/tau; in_scale = 1 (or 1/tau with decay_input);
 //           bias = v_reset / tau for a hard reset (SpikingJelly's LIF form), else 0

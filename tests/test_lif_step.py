@@ -65,7 +65,7 @@ def test_no_state_and_strided_inputs(kp, neuron):
 
 
 def _step_formula(x, v, neuron, trace=None, trace_decay=None, mask=None):
-    """DESIGN.md section 1 written out in float64, independently of ottt_cuda.reference:
+    """docs/design.md section 1 written out in float64, independently of ottt_cuda.reference:
     charge, fire (H(0) = 1), soft or hard reset, masked spikes, trace of the output spikes."""
     cfg = dict(tau=2.0, v_th=1.0, v_reset=None, decay_input=False)
     cfg.update({k: neuron[k] for k in cfg if k in neuron})

@@ -5,10 +5,10 @@
 // ATen/cpu/vec in a unit, and lif_step_cpu.cpp's is the AVX2 one.
 //
 // Why only this case: every other surrogate backward is bound by its three memory
-// streams at AVX2 width already; the sigmoid's vector exp was not (2^20 floats, 1
-// thread: 0.75-0.78 ms against 0.52 ms for atan and 0.50 ms for a plain 3-stream
-// multiply; benchmarks/results/kernels_cpu_quiet_s10.md), and 16 lanes halve the
-// instructions the exp costs per element.
+// streams at AVX2 width already; the sigmoid's vector exp was not (the backward
+// alone, 2^20 floats, 1 thread: 0.75-0.78 ms against 0.52 ms for atan and 0.50 ms
+// for a plain 3-stream multiply), and 16 lanes halve the instructions the exp
+// costs per element.
 #pragma once
 
 #include <cstdint>
