@@ -26,21 +26,7 @@ def backward_lif_multistep(impl, grad_spike_seq, grad_v_last, h_seq, tau, v_th, 
     if grad_spike_seq is None:
         grad_spike_seq = torch.zeros_like(h_seq)
     return impl.lif_multistep_bwd(grad_spike_seq, grad_v_last, h_seq, tau, v_th, v_reset, decay_input,
-                                  surrogate, alpha, **detach_reset_kwargs(detach_reset))
-
-
-def detach_reset_kwargs(detach_reset):
-    """detach_reset for the multistep ops, passed only when it is False: an
-    extension built before the argument existed then still serves every call
-    that keeps the reset detached (ops.lif_multistep refuses the others)."""
-    return {} if detach_reset else {"detach_reset": False}
-
-
-def compiled_has_detach_reset():
-    """Whether the loaded extension's lif_multistep ops take detach_reset."""
-    schemas = (torch.ops.ottt_cuda.lif_multistep_fwd.default._schema,
-               torch.ops.ottt_cuda.lif_multistep_bwd.default._schema)
-    return all(any(a.name == "detach_reset" for a in sc.arguments) for sc in schemas)
+                                  surrogate, alpha, detach_reset=detach_reset)
 
 
 def register(namespace="ottt_cuda"):
@@ -56,7 +42,7 @@ def register(namespace="ottt_cuda"):
     def _(grad_spike, h, mask, tau, v_th, decay_input, surrogate, alpha):
         return torch.empty_like(h)
 
-    # detach_reset defaults to True here as in the schema (an older extension has no such argument).
+    # detach_reset defaults to True here as in the schema (csrc/op_schemas.h).
     @torch.library.register_fake(_LIB + "lif_multistep_fwd")
     def _(x_seq, v0, tau, v_th, v_reset, decay_input, surrogate, alpha, save_h, detach_reset=True):
         return (torch.empty_like(x_seq), x_seq.new_empty(x_seq.shape[1:]),

@@ -34,7 +34,7 @@ import os
 import torch
 
 from . import _backend, _cuda_emu, _extension, _registration, _validation, reference
-from ._registration import backward_lif_multistep, backward_lif_step, detach_reset_kwargs
+from ._registration import backward_lif_multistep, backward_lif_step
 
 if _extension.loaded():
     _registration.register()
@@ -109,10 +109,9 @@ class _Compiled(_Dispatched):
     False under torch.compile): ottt_cuda._C.fast's bindings, which call the
     registered op through the C++ dispatcher without torch.ops' boxed call (~2 us
     less per call, ~4 us for the forward ops; csrc/fast_calls.cpp), the forward
-    ops past their Python autograd as _past_autograd does. An extension built
-    before _C.fast existed keeps the OpOverloads."""
-    _fast = getattr(_extension._C, "fast", None) if _extension.loaded() else None
-    if _fast is not None:
+    ops past their Python autograd as _past_autograd does."""
+    if _extension.loaded():
+        _fast = _extension._C.fast
         lif_step_fwd = staticmethod(_fast.lif_step_fwd)
         lif_step_bwd = staticmethod(_fast.lif_step_bwd)
         lif_multistep_fwd = staticmethod(_fast.lif_multistep_fwd)
@@ -120,7 +119,7 @@ class _Compiled(_Dispatched):
         trace_update = staticmethod(_fast.trace_update)
         trace_update_ = staticmethod(_fast.trace_update_)
         outer_accumulate_ = staticmethod(_fast.outer_accumulate_)
-    del _fast
+        del _fast
 
 
 def _impl(name):
@@ -336,15 +335,12 @@ def lif_multistep(x_seq, v0=None, *, tau=2.0, v_th=1.0, v_reset=None, decay_inpu
     args = (tau, v_th, v_reset, decay_input, surrogate, alpha)
     if name in _PLAIN_BACKENDS:
         return _LIFMultistep.apply(_impl(name), x_seq, v0, args, detach_reset)
-    if not detach_reset and not _registration.compiled_has_detach_reset():
-        raise RuntimeError(f"detach_reset=False: the loaded ottt_cuda._C was built before this argument existed; "
-                           f"{_extension.REBUILD_HINT}, or pick the 'torch' backend (ottt_cuda.set_backend)")
     needs_grad = torch.is_grad_enabled() and (x_seq.requires_grad or (v0 is not None and v0.requires_grad))
     if needs_grad and not torch.compiler.is_compiling():
         return _LIFMultistep.apply(_Compiled, x_seq, v0, args, detach_reset)
     if torch.compiler.is_compiling():  # the op with its registered autograd, which the compiler traces
         spike_seq, v_last, _h = torch.ops.ottt_cuda.lif_multistep_fwd(x_seq, v0, *args, needs_grad,
-                                                                      **detach_reset_kwargs(detach_reset))
+                                                                      detach_reset=detach_reset)
         return spike_seq, v_last
     # nothing to differentiate (detach_reset changes only the backward)
     spike_seq, v_last, _h = _Compiled.lif_multistep_fwd(x_seq, v0, *args, False)

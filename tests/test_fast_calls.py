@@ -12,8 +12,8 @@ import torch
 from ottt_cuda import _extension, ops
 from conftest import strided
 
-fast = getattr(_extension._C, "fast", None) if _extension.loaded() else None
-needs_fast = pytest.mark.skipif(fast is None, reason="compiled extension with _C.fast not loaded")
+fast = _extension._C.fast if _extension.loaded() else None
+needs_fast = pytest.mark.skipif(fast is None, reason="compiled extension not loaded")
 OPS = torch.ops.ottt_cuda
 
 # (tau, v_th, v_reset, decay_input, trace_decay, surrogate, alpha): soft and hard reset, each surrogate
