@@ -5,6 +5,6 @@ import os
 
 from ottt_cuda.bench.machine import command_line, machine  # noqa: F401
 from ottt_cuda.bench.report import save_json  # noqa: F401
-from ottt_cuda.bench.timing import reuse_freed_memory, sync, time_call  # noqa: F401
+from ottt_cuda.bench.timing import sync, time_call  # noqa: F401
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

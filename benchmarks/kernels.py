@@ -310,8 +310,6 @@ def main(argv=None):
     device = args.device
     if args.threads:
         torch.set_num_threads(args.threads)
-    if device == "cpu":
-        _common.reuse_freed_memory()
     if device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
     dtype = getattr(torch, args.dtype)

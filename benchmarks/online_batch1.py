@@ -51,7 +51,7 @@ import ottt_cuda  # noqa: E402
 from ottt_cuda.bench import methods as bm  # noqa: E402
 from ottt_cuda.bench.machine import command_line, machine  # noqa: E402
 from ottt_cuda.bench.report import save_json  # noqa: E402
-from ottt_cuda.bench.timing import interleaved_rounds, reuse_freed_memory  # noqa: E402
+from ottt_cuda.bench.timing import interleaved_rounds  # noqa: E402
 from ottt_cuda.training import step_loss  # noqa: E402
 
 MODELS = {  # name -> (T, input shape, methods)
@@ -357,7 +357,6 @@ def main(argv=None):
     if args.before:
         with open(args.before) as f:
             before = json.load(f)
-    reuse_freed_memory()
     started = time.time()
     checks = []
     if bm.spikingjelly_available():

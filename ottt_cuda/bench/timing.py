@@ -1,6 +1,6 @@
-"""How benchmarks time things: the median of CUDA-synchronized calls (time_call),
-methods timed side by side in interleaved rounds (interleaved_rounds), and a CPU
-heap that reuses freed buffers the way a training loop in steady state does."""
+"""How benchmarks time things: the median of CUDA-synchronized calls (time_call)
+and methods timed side by side in interleaved rounds (interleaved_rounds). The
+allocator is left as a user's process has it: no setting that favours one side."""
 import dataclasses
 import statistics
 import time
@@ -81,21 +81,3 @@ def interleaved_rounds(fns, rounds, *, sync=None, target_s=0.0, max_calls=None, 
             out[name].calls.append(n)
     return out
 
-
-def reuse_freed_memory():
-    """Keep freed CPU buffers in glibc's heap instead of returning them to the OS.
-
-    By default a multi-MB tensor is mmapped and unmapped on every allocation, so
-    each op pays page faults for its fresh outputs (on a loaded machine that costs
-    more than the op itself). Training reaches a steady state where buffers are
-    reused; this makes a benchmark measure that state, for every backend alike.
-    Returns False where glibc is not there to ask.
-    """
-    import ctypes
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    big = 1 << 30
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, big)) and bool(libc.mallopt(M_TRIM_THRESHOLD, big))
