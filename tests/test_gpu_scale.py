@@ -1,7 +1,9 @@
 """Every op at sizes the small tests never reach: on a GPU (skipped without one),
-and the CUDA source on the emulated device (backend cuda_emu, CPU tensors; its
-small machine of 2 SMs caps the grid at 64 blocks, so each grid-stride loop
-here runs hundreds of iterations).
+and the CUDA source on the emulated device (backend cuda_emu, CPU tensors). The
+emulated machine of 2 SMs caps the grid at 64 blocks of 256 threads, so there
+n = 2^21 + 13 already makes each grid-stride loop run 16 to 128 rounds (about as many
+as 2^24 + 13 on a 132-SM GPU's 528 blocks); the emulator runs every thread on
+the CPU, under a sanitizer in CI, so it takes the smaller size.
 
 The small CUDA tests use ~200 elements: a grid-stride loop never takes a second
 iteration there and a vectorized kernel never meets its scalar tail. Here: each
@@ -21,8 +23,13 @@ from ottt_cuda import ops, reference
 from conftest import assert_close, assert_grad_close, backend_params, using_backend
 
 N = (1 << 24) + 13
+N_EMU = (1 << 21) + 13
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 SCALE_BACKENDS = [p for p in backend_params() if p.values[0][0] == "cuda" or p.values[0][1] == "cuda_emu"]
+
+
+def size(backend):
+    return N_EMU if backend == "cuda_emu" else N
 LAYOUTS = ["contiguous", "unaligned"]
 
 
@@ -51,12 +58,13 @@ def _gen(device, seed):
 @pytest.mark.parametrize("dev_backend", SCALE_BACKENDS)
 def test_lif_step_at_scale(dev_backend, dtype, layout):
     device, backend = dev_backend
+    n = size(backend)
     g = _gen(device, 0)
-    x = _dyadic((N,), -16, 24, dtype, layout, g).requires_grad_()
-    v = _dyadic((N,), -16, 8, dtype, layout, g)
-    trace = _dyadic((N,), 0, 32, dtype, layout, g, denom=16)
-    mask = _dyadic((N,), 0, 2, dtype, layout, g, denom=0.5)  # {0, 2}: inverted dropout at p = 0.5
-    grad = _dyadic((N,), -8, 8, dtype, layout, g)
+    x = _dyadic((n,), -16, 24, dtype, layout, g).requires_grad_()
+    v = _dyadic((n,), -16, 8, dtype, layout, g)
+    trace = _dyadic((n,), 0, 32, dtype, layout, g, denom=16)
+    mask = _dyadic((n,), 0, 2, dtype, layout, g, denom=0.5)  # {0, 2}: inverted dropout at p = 0.5
+    grad = _dyadic((n,), -8, 8, dtype, layout, g)
     with using_backend(backend):
         spike, v_next, trace_next = ops.lif_step(x, v, trace=trace, trace_decay=0.5, mask=mask)
         (gx,) = torch.autograd.grad(spike, x, grad)
@@ -76,13 +84,14 @@ def test_lif_step_at_scale(dev_backend, dtype, layout):
 @pytest.mark.parametrize("dev_backend", SCALE_BACKENDS)
 def test_trace_update_at_scale(dev_backend, dtype, layout):
     device, backend = dev_backend
+    n = size(backend)
     g = _gen(device, 1)
-    a = _dyadic((N,), 0, 32, dtype, layout, g, denom=16)
-    s = _dyadic((N,), 0, 2, dtype, layout, g, denom=1)
+    a = _dyadic((n,), 0, 32, dtype, layout, g, denom=16)
+    s = _dyadic((n,), 0, 2, dtype, layout, g, denom=1)
     expected = (0.5 * a.double() + s.double()).to(dtype)
     with using_backend(backend):
         out = ops.trace_update(a, s, 0.5)
-        in_place = a.clone() if layout == "contiguous" else _dyadic((N,), 0, 1, dtype, layout, g)
+        in_place = a.clone() if layout == "contiguous" else _dyadic((n,), 0, 1, dtype, layout, g)
         in_place.copy_(a)
         ops.trace_update_(in_place, s, 0.5)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
@@ -94,7 +103,8 @@ def test_trace_update_at_scale(dev_backend, dtype, layout):
 @pytest.mark.parametrize("dev_backend", SCALE_BACKENDS)
 def test_lif_multistep_at_scale(dev_backend, dtype, layout):
     device, backend = dev_backend
-    T, per_step = 4, (N - 1) // 4 + 1  # 4 * (2^22 + 4) elements, > 2^24
+    n = size(backend)
+    T, per_step = 4, (n - 1) // 4 + 1  # 4 * (n / 4 + 1) elements, more than n
     g = _gen(device, 2)
     x = _dyadic((T, per_step), -16, 24, dtype, layout, g).requires_grad_()
     grad = _dyadic((T, per_step), -8, 8, dtype, layout, g)
@@ -115,16 +125,17 @@ def test_lif_multistep_at_scale(dev_backend, dtype, layout):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("dev_backend", SCALE_BACKENDS)
 def test_outer_accumulate_at_scale(dev_backend, dtype, rows, layout):
-    # grad_w [1, N]: one long row, so the kernels' column tiling and the tail of
-    # the last tile are exercised at N; `rows` picks the small-batch kernel or the GEMM.
+    # grad_w [1, n]: one long row, so the kernels' column tiling and the tail of
+    # the last tile are exercised at n; `rows` picks the small-batch kernel or the GEMM.
     device, backend = dev_backend
     if backend == "cuda_emu" and rows > 8:
         pytest.skip("rows > 8 take ATen's GEMM, not an emulated kernel (small tests cover that route)")
+    n = size(backend)
     g = _gen(device, 3)
     w_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-    grad_w = _dyadic((1, N), -8, 8, w_dtype, layout, g)
+    grad_w = _dyadic((1, n), -8, 8, w_dtype, layout, g)
     gv = _dyadic((rows, 1), -8, 8, dtype, "contiguous", g, denom=4)
-    av = _dyadic((rows, N), 0, 4, dtype, layout, g, denom=2)
+    av = _dyadic((rows, n), 0, 4, dtype, layout, g, denom=2)
     expected = grad_w.double() + 0.5 * (gv.double().t() @ av.double())
     with using_backend(backend):
         ops.outer_accumulate_(grad_w, gv, av, 0.5)

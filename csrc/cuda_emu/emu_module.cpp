@@ -16,6 +16,12 @@
 
 TORCH_LIBRARY(ottt_cuda_emu, m) { ottt::define_ops(m); }
 
+namespace ottt {
+namespace emu {
+const char* sanitizer_build();  // emu_kernels.cpp: the sanitizer its kernels were built with, or ""
+}  // namespace emu
+}  // namespace ottt
+
 namespace {
 
 using ottt::emu::machine;
@@ -27,11 +33,7 @@ pybind11::dict build_info() {
 #else
   d["torch_version"] = "unknown";
 #endif
-#ifdef OTTT_EMU_SANITIZE
-  d["sanitize"] = OTTT_EMU_SANITIZE;  // e.g. "address,undefined" or "thread"
-#else
-  d["sanitize"] = "";
-#endif
+  d["sanitize"] = ottt::emu::sanitizer_build();
   return d;
 }
 
@@ -97,11 +99,26 @@ pybind11::dict last_launch() {
   std::lock_guard<std::mutex> lock(m.mu);
   pybind11::dict out;
   out["kernel"] = m.last.kernel;
+  out["signature"] = m.last.signature;
   out["grid"] = pybind11::make_tuple(m.last.grid.x, m.last.grid.y, m.last.grid.z);
   out["block"] = pybind11::make_tuple(m.last.block.x, m.last.block.y, m.last.block.z);
   out["smem"] = m.last.smem;
   out["count"] = m.launches;
   return out;
+}
+
+pybind11::dict launch_counts() {
+  auto& m = machine();
+  std::lock_guard<std::mutex> lock(m.mu);
+  pybind11::dict out;
+  for (const auto& [sig, n] : m.counts) out[pybind11::str(sig)] = n;
+  return out;
+}
+
+void clear_launch_counts() {
+  auto& m = machine();
+  std::lock_guard<std::mutex> lock(m.mu);
+  m.counts.clear();
 }
 
 // The hardware-limit checks of every launch, testable without a kernel that
@@ -129,7 +146,9 @@ PYBIND11_MODULE(_C_cuda_emu, m) {
   m.def("set_host_threads", &set_host_threads, "How many host threads run each launch's threads (dealt round-robin)");
   m.def("host_threads", &host_threads);
   m.def("set_seed", &set_seed, "Seed of the shuffled thread order (each launch derives its own from it)");
-  m.def("last_launch", &last_launch, "Kernel, grid, block and shared memory of the latest launch, and the launch count");
+  m.def("last_launch", &last_launch, "Kernel (as written and its instantiation), grid, block and shared memory of the latest launch, and the launch count");
+  m.def("launch_counts", &launch_counts, "Launches that ran since the last clear, per kernel instantiation");
+  m.def("clear_launch_counts", &clear_launch_counts);
   m.def("check_configuration", &check_configuration, pybind11::arg("grid"), pybind11::arg("block"),
         pybind11::arg("smem") = 0, "Raises ValueError naming the bad value if a launch so configured would fail");
 }

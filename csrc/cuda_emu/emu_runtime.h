@@ -24,10 +24,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cxxabi.h>
+#include <map>
 #include <mutex>
 #include <random>
 #include <string>
 #include <thread>
+#include <typeinfo>
 #include <vector>
 
 // ---- keywords ---------------------------------------------------------------
@@ -90,7 +93,8 @@ struct Device {
 };
 
 struct LaunchRecord {
-  std::string kernel;
+  std::string kernel;     // as written at the launch site, e.g. "elementwise_kernel<Op, V>"
+  std::string signature;  // the instantiation's type, e.g. "void (*)(LifStepFwdOp<float>, long)"
   dim3 grid{0, 0, 0};
   dim3 block{0, 0, 0};
   size_t smem = 0;
@@ -112,6 +116,9 @@ struct Machine {
   uint64_t seed = static_cast<uint64_t>(env_int("OTTT_CUDA_EMU_SEED", 20221));
   uint64_t launches = 0;
   LaunchRecord last;
+  // Launches that ran, per kernel instantiation (signature): what a test reads
+  // to know which kernels a model's step went through.
+  std::map<std::string, uint64_t> counts;
 };
 
 inline Machine& machine() {
@@ -170,8 +177,23 @@ inline std::string configuration_error(const char* kernel, const dim3& grid, con
 }
 
 // Runs `thread_body` once per (block, thread) of the grid, built-ins set.
+// The readable type of a kernel instantiation (its template arguments name the
+// element-wise op and the dtype, which the launch site's text does not).
+template <typename Kernel>
+const std::string& signature_of() {
+  static const std::string sig = [] {
+    int status = 0;
+    char* readable = abi::__cxa_demangle(typeid(Kernel).name(), nullptr, nullptr, &status);
+    std::string out = (status == 0 && readable != nullptr) ? readable : typeid(Kernel).name();
+    std::free(readable);
+    return out;
+  }();
+  return sig;
+}
+
 template <typename Body>
-void run_grid(const char* kernel, const dim3& grid, const dim3& block, size_t smem, const Body& thread_body) {
+void run_grid(const char* kernel, const std::string& signature, const dim3& grid, const dim3& block, size_t smem,
+              const Body& thread_body) {
   const uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;
   const uint64_t per_block = uint64_t(block.x) * block.y * block.z;
   if (blocks * per_block > kMaxEmulatedThreads) {
@@ -186,7 +208,8 @@ void run_grid(const char* kernel, const dim3& grid, const dim3& block, size_t sm
     std::lock_guard<std::mutex> lock(m.mu);
     seed = m.seed * 0x9E3779B97F4A7C15ull + m.launches++;
     host_threads = m.host_threads;
-    m.last = LaunchRecord{kernel, grid, block, smem};
+    m.last = LaunchRecord{kernel, signature, grid, block, smem};
+    ++m.counts[signature];
   }
   std::vector<uint64_t> order(blocks * per_block);
   for (uint64_t k = 0; k < order.size(); ++k) order[k] = ((k / per_block) << 32) | (k % per_block);
@@ -231,7 +254,7 @@ class Launch {
       return;
     }
     const Kernel kernel = kernel_;
-    run_grid(name_, grid_, block_, smem_, [&] { kernel(args...); });
+    run_grid(name_, signature_of<Kernel>(), grid_, block_, smem_, [&] { kernel(args...); });
   }
 
  private:
