@@ -25,11 +25,12 @@ __version__ = "0.1.0"
 from . import models, nn, ops, reference  # noqa: E402
 from ._backend import BACKENDS, build_info, get_backend, set_backend  # noqa: E402
 from .convert import convert  # noqa: E402
+from .nir_exchange import from_nir, to_nir  # noqa: E402 (imports nir only when called)
 from .nn import reset, set_mode  # noqa: E402
 from .training import evaluate, train_step  # noqa: E402
 
 __all__ = [
-    "ops", "reference", "nn", "models", "convert",
+    "ops", "reference", "nn", "models", "convert", "from_nir", "to_nir",
     "train_step", "evaluate", "reset", "set_mode",
     "BACKENDS", "get_backend", "set_backend", "build_info",
     "__version__",

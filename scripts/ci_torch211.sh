@@ -28,7 +28,7 @@ start=$(date +%s)
 mkdir -p "$WORK"
 printf '%s\n' torch==2.11.0 triton==3.6.0 torchvision==0.26.0 torchaudio==2.11.0 >"$WORK/constraints.txt"
 "$VENV/bin/pip" install -q -c "$WORK/constraints.txt" torch triton torchvision \
-  ninja pytest hypothesis numpy expecttest matplotlib tqdm spikingjelly snntorch
+  ninja pytest hypothesis numpy expecttest matplotlib tqdm nir nirtorch spikingjelly snntorch
 "$VENV/bin/python" - <<'PY'
 import torch, triton
 print("leg 2:", "torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)

@@ -16,7 +16,7 @@ PY=${PYTHON:-python3}
 python -c "import torch" 2>/dev/null || pip install -q "torch==${OTTT_TORCH_VERSION:-2.14.1}"
 # torchvision for the CIFAR/ImageNet loaders; the version that matches torch 2.14.1.
 python -c "import torchvision" 2>/dev/null || pip install -q "torchvision==${OTTT_TORCHVISION_VERSION:-0.29.1}"
-pip install -q ninja pytest hypothesis numpy expecttest matplotlib tqdm
+pip install -q ninja pytest hypothesis numpy expecttest matplotlib tqdm nir nirtorch
 # The peers the tests and benchmarks compare against (SpikingJelly's OTTT, snnTorch's Leaky).
 pip install -q spikingjelly snntorch
 
