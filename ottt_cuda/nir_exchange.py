@@ -18,7 +18,7 @@ time step `dt`, forward Euler, input current I[t] and the reset of NIR (to v_res
                v_reset. Spike z = H(v - v_threshold), then v = v_reset (NIR's hard reset; NIR has no subtractive
                reset, so an ottt_cuda LIF with v_reset=None cannot be exported). NIR fires on v > v_threshold,
                ottt_cuda on h >= v_th: they differ only for a membrane exactly at threshold.
-  NIR IF       dv/dt = r I                        v[t] = v + dt r I[t]: dt r must be 1 (LIF with no leak, as convert()'s IF).
+  NIR IF       dv/dt = r I                        v[t] = v + dt r I[t]: dt r must be 1 (convert()'s IF: no leak).
   NIR CubaLIF  tau_syn dI/dt = -I + w_in S, then the LIF above on I (the new I, as snnTorch's Synaptic): exact only
                with no synaptic memory, tau_syn = dt and w_in = 1 (I[t] = S[t]); otherwise the current is a second
                state ottt_cuda's LIF does not have.
@@ -135,7 +135,7 @@ _WHY_NOT = {
 
 
 def _module(name, node, nir, dt, dtype, device, kw):
-    """(module, is_synapse) for one node; plain torch Linear/Conv2d stand for the synapses until their decay is known."""
+    """(module, is_synapse) for one node; a plain torch Linear/Conv2d stands for a synapse until its decay is known."""
     neuron = _neuron(name, node, nir, dt, kw)
     if neuron is not None:
         return neuron.to(device), False
