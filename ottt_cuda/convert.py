@@ -20,8 +20,9 @@ import torch.nn as nn
 from . import nn as onn
 
 # IF has no leak; the LIF kernels take a finite tau: 1e30 makes lambda = 1 - 1e-30,
-# which rounds to exactly 1 in float32/float64 arithmetic.
-_IF_TAU = 1e30
+# which rounds to exactly 1 in float32/float64 arithmetic. IF_TAU, ottt_synapse and
+# trace_decay_for are shared with nir_exchange, which builds the same layers from NIR.
+IF_TAU = 1e30
 
 _SJ_SURROGATES = {"Sigmoid": "sigmoid", "ATan": "atan", "PiecewiseQuadratic": None, "Rect": "rectangle"}
 _SNN_SURROGATES = {"ATan": "atan", "atan": "atan", "Sigmoid": "sigmoid", "sigmoid": "sigmoid",
@@ -50,7 +51,7 @@ def _from_spikingjelly(m, name, tau):
     # and SLTT detach it by definition (ottt_cuda.nn.LIF says so with a warning).
     detach_reset = bool(getattr(m, "detach_reset", False))
     if cls == "IFNode":
-        return onn.LIF(tau=_IF_TAU, v_th=float(m.v_threshold), v_reset=v_reset, decay_input=False,
+        return onn.LIF(tau=IF_TAU, v_th=float(m.v_threshold), v_reset=v_reset, decay_input=False,
                        surrogate=surrogate, alpha=alpha, detach_reset=detach_reset)
     return onn.LIF(tau=float(tau if tau is not None else m.tau), v_th=float(m.v_threshold), v_reset=v_reset,
                    decay_input=bool(m.decay_input), surrogate=surrogate, alpha=alpha, detach_reset=detach_reset)
@@ -122,7 +123,7 @@ def _from_snntorch(m, name, tau):
         raise TypeError(f"convert: snnTorch Leaky {name!r} uses surrogate {grad_name!r}; supported: atan, sigmoid, "
                         "triangular")
     alpha = _snn_alpha(m.spike_grad, surrogate)
-    tau_v = float(tau) if tau is not None else (_IF_TAU if beta >= 1.0 else 1.0 / (1.0 - beta))
+    tau_v = float(tau) if tau is not None else (IF_TAU if beta >= 1.0 else 1.0 / (1.0 - beta))
     return onn.LIF(tau=tau_v, v_th=v_th, v_reset=v_reset, decay_input=False, surrogate=surrogate, alpha=alpha,
                    detach_reset=detach_reset)
 
@@ -155,7 +156,8 @@ def _neuron(m, name, tau):
     return None
 
 
-def _synapse(m, traced, decay):
+def ottt_synapse(m, traced, decay):
+    """ottt_cuda's Linear/Conv2d (WS variants for SpikingJelly's WS layers) with m's weights."""
     ws = hasattr(m, "gain") and hasattr(m, "get_weight")  # SpikingJelly WSConv2d / WSLinear
     dev, dt = m.weight.device, m.weight.dtype
     if isinstance(m, nn.Linear):
@@ -178,9 +180,9 @@ def _synapse(m, traced, decay):
     return new
 
 
-def _leak(neuron):
-    # An IF neuron (tau = _IF_TAU) does not leak: its trace is a running sum.
-    return neuron.decay if neuron.tau < _IF_TAU else 1.0
+def trace_decay_for(neuron):
+    """The trace decay of a synapse followed by `neuron`: its leak 1 - 1/tau; 1 (a running sum) for IF."""
+    return neuron.decay if neuron.tau < IF_TAU else 1.0
 
 
 def convert(model, tau=None, *, inplace=False):
@@ -223,8 +225,8 @@ def convert(model, tau=None, *, inplace=False):
         follow = next((neurons[n] for n in names[idx + 1:] if n in neurons), None)
         if follow is None:  # the readout: the trace of its input spikes leaks like their neurons' membrane
             follow = next((neurons[n] for n in reversed(names[:idx]) if n in neurons), None)
-        decay = _leak(follow) if follow is not None else 0.5
-        setattr(parent, cname, _synapse(m, traced=not first, decay=decay))
+        decay = trace_decay_for(follow) if follow is not None else 0.5
+        setattr(parent, cname, ottt_synapse(m, traced=not first, decay=decay))
         first = False
     for parent, cname, full, m in order:
         if full in neurons:

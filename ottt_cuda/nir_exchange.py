@@ -41,8 +41,7 @@ import torch
 import torch.nn as nn
 
 from . import nn as onn
-from .convert import _IF_TAU, _leak, _synapse
-from .nn.ws import _WS
+from .convert import IF_TAU, ottt_synapse, trace_decay_for
 
 _RTOL = 1e-6  # the parameters' own float32 rounding (snnTorch writes float32 arrays); nothing is approximated
 
@@ -119,7 +118,7 @@ def _neuron(name, node, nir, dt, kw):
         if not _close(dt * r, 1.0):
             _fail(name, node, f"the input enters as dt*r * I = {dt * r} * I; ottt_cuda's IF (an LIF without leak) "
                               "takes it with 1 (r = 1/dt)")
-        return onn.LIF(tau=_IF_TAU, v_th=s("v_threshold"), v_reset=s("v_reset"), decay_input=False, **kw)
+        return onn.LIF(tau=IF_TAU, v_th=s("v_threshold"), v_reset=s("v_reset"), decay_input=False, **kw)
     return None
 
 
@@ -247,7 +246,7 @@ def from_nir(graph_or_path, *, dt, dtype=torch.float32, device=None, surrogate="
         follow = next((neurons[k] for k in range(i + 1, len(mods)) if k in neurons), None)
         if follow is None:
             follow = next((neurons[k] for k in range(i - 1, -1, -1) if k in neurons), None)
-        mods[i] = _synapse(mods[i], traced=j > 0, decay=_leak(follow) if follow is not None else 0.5)
+        mods[i] = ottt_synapse(mods[i], traced=j > 0, decay=trace_decay_for(follow) if follow is not None else 0.5)
     return nn.Sequential(*mods)
 
 
@@ -266,7 +265,7 @@ def _leaves(model):
         for name in chain:
             out += [(f"{name}.{n}" if n else name, x) for n, x in _leaves(getattr(model, name))]
         return out
-    if isinstance(model, nn.Module) and not list(model.children()) or isinstance(model, (onn.Stateful, _WS)):
+    if isinstance(model, nn.Module) and not list(model.children()) or isinstance(model, (onn.Stateful, onn.WSLinear, onn.WSConv2d)):
         return [("", model)]
     raise NIRConversionError(f"to_nir: {type(model).__name__} is not a chain to_nir can export: an nn.Sequential of "
                              "layers, or a model with an _ottt_chain (ottt_cuda.models.vgg11_ws)")
@@ -298,7 +297,7 @@ def _lif_to(name, m, dt, shape, nir):
                                  "neurons reset to v_reset, so it cannot be written exactly (build it with "
                                  "v_reset=0.0)")
     full = lambda v: np.full(shape, v, dtype=np.float64)  # noqa: E731
-    if m.tau >= _IF_TAU:
+    if m.tau >= IF_TAU:
         return nir.IF(r=full(1.0 / dt), v_threshold=full(m.v_th), v_reset=full(m.v_reset))
     tau = m.tau * dt
     r = 1.0 if m.decay_input else m.tau
@@ -312,7 +311,7 @@ def _node_to(name, m, dt, shapes, nir):
     if isinstance(m, onn.LIF):
         return _lif_to(name, m, dt, out_shape, nir)
     if isinstance(m, (onn.Linear, onn.Conv2d)):
-        w = m.standardized_without_graph()[0] if isinstance(m, _WS) else m.weight
+        w = m.standardized_without_graph()[0] if isinstance(m, (onn.WSLinear, onn.WSConv2d)) else m.weight
         w = _np(w)
         if isinstance(m, onn.Linear):
             return nir.Linear(weight=w) if m.bias is None else nir.Affine(weight=w, bias=_np(m.bias))
