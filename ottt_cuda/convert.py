@@ -21,7 +21,7 @@ from . import nn as onn
 
 # IF has no leak; the LIF kernels take a finite tau: 1e30 makes lambda = 1 - 1e-30,
 # which rounds to exactly 1 in float32/float64 arithmetic. IF_TAU, ottt_synapse and
-# trace_decay_for are shared with nir_exchange, which builds the same layers from NIR.
+# synapse_trace_decay are shared with nir_exchange, which builds the same layers from NIR.
 IF_TAU = 1e30
 
 _SJ_SURROGATES = {"Sigmoid": "sigmoid", "ATan": "atan", "PiecewiseQuadratic": None, "Rect": "rectangle"}
@@ -180,9 +180,20 @@ def ottt_synapse(m, traced, decay):
     return new
 
 
-def trace_decay_for(neuron):
+def _trace_decay_for(neuron):
     """The trace decay of a synapse followed by `neuron`: its leak 1 - 1/tau; 1 (a running sum) for IF."""
     return neuron.decay if neuron.tau < IF_TAU else 1.0
+
+
+def synapse_trace_decay(keys, idx, neurons):
+    """The trace decay of the synapse at keys[idx] in a model's module order, `neurons` mapping keys to the
+    new LIF layers: the leak of the first neuron after it; for a synapse with none after it (the readout)
+    the leak of the last one before it, as the paper's code decays the readout's input trace; 0.5 when the
+    model has no neuron at all."""
+    follow = next((neurons[k] for k in keys[idx + 1:] if k in neurons), None)
+    if follow is None:
+        follow = next((neurons[k] for k in reversed(keys[:idx]) if k in neurons), None)
+    return _trace_decay_for(follow) if follow is not None else 0.5
 
 
 def convert(model, tau=None, *, inplace=False):
@@ -221,11 +232,7 @@ def convert(model, tau=None, *, inplace=False):
     names = [f for _, _, f, _ in order]
     first = True
     for parent, cname, full, m in synapses:
-        idx = names.index(full)
-        follow = next((neurons[n] for n in names[idx + 1:] if n in neurons), None)
-        if follow is None:  # the readout: the trace of its input spikes leaks like their neurons' membrane
-            follow = next((neurons[n] for n in reversed(names[:idx]) if n in neurons), None)
-        decay = trace_decay_for(follow) if follow is not None else 0.5
+        decay = synapse_trace_decay(names, names.index(full), neurons)
         setattr(parent, cname, ottt_synapse(m, traced=not first, decay=decay))
         first = False
     for parent, cname, full, m in order:

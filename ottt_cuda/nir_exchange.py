@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 
 from . import nn as onn
-from .convert import IF_TAU, ottt_synapse, trace_decay_for
+from .convert import IF_TAU, ottt_synapse, synapse_trace_decay
 
 _RTOL = 1e-6  # the parameters' own float32 rounding (snnTorch writes float32 arrays); nothing is approximated
 
@@ -241,12 +241,9 @@ def from_nir(graph_or_path, *, dt, dtype=torch.float32, device=None, surrogate="
         if isinstance(m, onn.LIF):
             neurons[len(mods)] = m
         mods.append(m)
-    # convert()'s rule: the neuron after the synapse, else (the readout) the last one before, else 0.5
+    positions = list(range(len(mods)))
     for j, i in enumerate(synapses):
-        follow = next((neurons[k] for k in range(i + 1, len(mods)) if k in neurons), None)
-        if follow is None:
-            follow = next((neurons[k] for k in range(i - 1, -1, -1) if k in neurons), None)
-        mods[i] = ottt_synapse(mods[i], traced=j > 0, decay=trace_decay_for(follow) if follow is not None else 0.5)
+        mods[i] = ottt_synapse(mods[i], traced=j > 0, decay=synapse_trace_decay(positions, i, neurons))
     return nn.Sequential(*mods)
 
 
@@ -265,7 +262,7 @@ def _leaves(model):
         for name in chain:
             out += [(f"{name}.{n}" if n else name, x) for n, x in _leaves(getattr(model, name))]
         return out
-    if isinstance(model, nn.Module) and not list(model.children()) or isinstance(model, (onn.Stateful, onn.WSLinear, onn.WSConv2d)):
+    if not list(model.children()) or isinstance(model, (onn.Stateful, onn.WSLinear, onn.WSConv2d)):
         return [("", model)]
     raise NIRConversionError(f"to_nir: {type(model).__name__} is not a chain to_nir can export: an nn.Sequential of "
                              "layers, or a model with an _ottt_chain (ottt_cuda.models.vgg11_ws)")
