@@ -31,23 +31,22 @@ def emu():
 
 
 @contextlib.contextmanager
+def _setting(get, set_, value):
+    """The emulated machine's setting (get, set_) at `value` for the block, then back."""
+    previous = get()
+    set_(value)
+    try:
+        yield
+    finally:
+        set_(previous)
+
+
 def on_device(ordinal):
-    previous = emu().current_device()
-    emu().set_device(ordinal)
-    try:
-        yield
-    finally:
-        emu().set_device(previous)
+    return _setting(emu().current_device, emu().set_device, ordinal)
 
 
-@contextlib.contextmanager
 def host_threads(n):
-    previous = emu().host_threads()
-    emu().set_host_threads(n)
-    try:
-        yield
-    finally:
-        emu().set_host_threads(previous)
+    return _setting(emu().host_threads, emu().set_host_threads, n)
 
 
 def grid_cap(sms, threads_per_sm=2048):

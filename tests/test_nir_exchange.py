@@ -32,26 +32,26 @@ def _leaky(snn, shape, beta):
                      reset_mechanism="zero", reset_delay=False)
 
 
-def _run_snn(net, leakies, x_seq):
-    from snntorch import utils
-    utils.reset(net)
+def _run(net, x_seq, membranes):
+    """net's outputs over x_seq, and after each step a copy of the membranes that `membranes()` returns."""
     outs, mems = [], []
     with torch.no_grad():
         for x in x_seq:
             outs.append(net(x))
-            mems.append([lk.mem.clone() for lk in leakies])
+            mems.append([v.clone() for v in membranes()])
     return torch.stack(outs), mems
+
+
+def _run_snn(net, leakies, x_seq):
+    from snntorch import utils
+    utils.reset(net)
+    return _run(net, x_seq, lambda: [lk.mem for lk in leakies])
 
 
 def _run_ottt(model, x_seq):
     ottt_cuda.reset(model)
     lifs = [m for m in model.modules() if isinstance(m, onn.LIF)]
-    outs, mems = [], []
-    with torch.no_grad():
-        for x in x_seq:
-            outs.append(model(x))
-            mems.append([lif.v.clone() for lif in lifs])
-    return torch.stack(outs), mems
+    return _run(model, x_seq, lambda: [lif.v for lif in lifs])
 
 
 def _linear_net(snn):
