@@ -347,6 +347,19 @@ def test_soft_reset_and_recurrence_run_the_same_on_an_independent_nir_executor(k
         assert not torch.allclose(_run_ottt(_soft_chain(v_reset=0.0), x_seq)[0], ours)
 
 
+@pytest.mark.parametrize("peer", ["snntorch", "spikingjelly"])
+def test_the_peers_importers_refuse_the_soft_reset_subgraph_rather_than_misread_it(peer):
+    graph = ottt_cuda.to_nir(_soft_chain(), dt=DT, input_shape=(8,))
+    if peer == "snntorch":
+        _snn()
+        from snntorch.import_nir import import_from_nir
+        read = import_from_nir
+    else:
+        read = lambda g: _sj().import_from_nir(g, dt=DT)  # noqa: E731
+    with pytest.raises(ValueError, match="LI"):
+        read(graph)
+
+
 def _spike_counts(model, x_seq):
     counts = []
     hooks = [m.register_forward_hook(lambda m, i, o: counts.append(float(o.sum()))) for m in model.modules()
