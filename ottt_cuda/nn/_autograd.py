@@ -41,14 +41,20 @@ def _as(t, dtype):
     return t if t.dtype == dtype else t.to(dtype)
 
 
+def grad_fits(p, grad):
+    """Whether `grad` may be added to in place as p's gradient: a plain dense contiguous tensor of
+    p's shape and dtype, outside any graph."""
+    return (grad.layout == torch.strided and grad.is_contiguous() and grad.dtype == p.dtype
+            and grad.shape == p.shape and not grad.requires_grad)
+
+
 def grad_to_accumulate_into(p):
     """p.grad when a gradient may be added to it in place rather than handed to
     AccumulateGrad (which would do the same addition, plus run p's hooks); else None."""
     if p is None or not p.is_leaf:
         return None
     grad = p.grad
-    if (grad is None or grad.requires_grad or grad.layout != torch.strided or grad.shape != p.shape
-            or grad.dtype != p.dtype or grad.device != p.device or not grad.is_contiguous()):
+    if grad is None or grad.device != p.device or not grad_fits(p, grad):
         return None
     return grad if _no_hooks(p) else None
 

@@ -17,7 +17,7 @@ rows are dropped, like the rest of the step's gradient.
 import torch
 
 from . import _fast
-from ._autograd import bias_grad
+from ._autograd import bias_grad, grad_fits
 
 
 class DeferredWeightGrad:
@@ -67,18 +67,13 @@ class DeferredWeightGrad:
         self.rows = 0
 
 
-def _usable(p, grad):
-    return (grad.layout == torch.strided and grad.is_contiguous() and grad.dtype == p.dtype
-            and grad.shape == p.shape and not grad.requires_grad)
-
-
 def _add_to_grad(p, value, make=None, accumulate=None):
     """p.grad += value (or p.grad = value when there is none); `make()` builds the value and
     `accumulate(grad)` adds it in place, where computing it apart would be wasted."""
     grad = p.grad
     if grad is None:
         p.grad = value if value is not None else make()
-    elif accumulate is not None and _usable(p, grad):
+    elif accumulate is not None and grad_fits(p, grad):
         accumulate(grad)
     else:
         grad.add_(value if value is not None else make())
