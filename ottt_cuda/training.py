@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import _loss
+from . import _loss, _validation
 from . import memory_budget as _budget
 from .nn import _state
 from .nn import _chain, _graph, _handoff
@@ -73,12 +73,6 @@ def step_loss(out, y, T, loss_alpha):
     if loss_alpha:
         loss = loss + loss_alpha * F.mse_loss(out, F.one_hot(y, out.shape[-1]).to(out.dtype))
     return loss / T
-
-
-def _positive_int(v, name):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return v
 
 
 def _sequence_getter(x, T, batch, sequence):
@@ -290,7 +284,7 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
         raise ValueError(f"mode must be one of {TRAIN_MODES}, got {mode!r}")
     if not isinstance(check_finite, bool):
         raise TypeError(f"check_finite must be a bool, got {type(check_finite).__name__}")
-    T = _positive_int(T, "T")
+    T = _validation.positive_int(T, "T")
     _check_common(model, x, amp)
     if isinstance(loss_alpha, bool) or not isinstance(loss_alpha, (int, float)) or not 0.0 <= loss_alpha <= 1.0:
         raise ValueError(f"loss_alpha must be a number in [0, 1], got {loss_alpha!r}")
@@ -307,7 +301,7 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
         raise ValueError(f"memory_budget is only used with chunk='auto', got chunk={chunk!r}")
     if chunk is not None:
         if not auto:
-            chunk = _positive_int(chunk, "chunk")
+            chunk = _validation.positive_int(chunk, "chunk")
         if mode not in ("ottt_a", "sltt"):
             raise ValueError(f"chunk is supported with mode 'ottt_a' or 'sltt', got mode {mode!r}")
         if _sequential_only(model):
@@ -316,7 +310,7 @@ def train_step(model, x, y, optimizer, *, T, mode="ottt_a", loss_alpha=0.05, chu
     if mode == "sltt_k":
         if k is None:
             raise ValueError("k must be given with mode 'sltt_k'")
-        k = _positive_int(k, "k")
+        k = _validation.positive_int(k, "k")
         if k > T:
             raise ValueError(f"k must be <= T ({T}), got {k}")
     elif k is not None:
@@ -450,7 +444,7 @@ def _auto_chunks(run, model, x_slice, T, budget, key, counter):
 def evaluate(model, x, T, *, sequence=None, amp=None):
     """sum_t of the model's output over T steps, without a graph. Feed-forward
     models run all steps at once (one large GEMM/conv per layer)."""
-    T = _positive_int(T, "T")
+    T = _validation.positive_int(T, "T")
     _check_common(model, x, amp)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
