@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import ottt_cuda
 from ottt_cuda import nn as onn
 from _firing import fires
-from test_equivalence_reference import rel_err
+from _compare import rel_err
 
 T, B, CLASSES = 3, 4, 3
 HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}

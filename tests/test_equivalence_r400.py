@@ -10,7 +10,8 @@ import torch.nn.functional as F
 import ottt_cuda
 from ottt_cuda.models import r400
 from _firing import ModelWatch
-from test_equivalence_reference import Heaviside, ReplaceForGrad, ref_loss, ref_standardize, rel_err
+from _compare import rel_err
+from _reference import Heaviside, ReplaceForGrad, ref_loss, ref_standardize
 
 T, B, TOL, ALPHA = 3, 2, 1e-8, 0.05
 HIDDEN, IN = 24, 36

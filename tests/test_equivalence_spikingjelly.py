@@ -6,7 +6,7 @@ import torch
 
 import ottt_cuda
 from ottt_cuda.models import vgg11_ws
-from test_equivalence_reference import rel_err
+from _compare import rel_err
 
 sj = pytest.importorskip("spikingjelly.activation_based.model.spiking_vggws_ottt",
                          reason="spikingjelly is not installed (pip install spikingjelly)")

@@ -1,5 +1,5 @@
 """ottt_cuda's OTTT_A / OTTT_O / SLTT / SLTT-K / chunked / BPTT on a small
-sWS VGG equal the plain-autograd reference (test_equivalence_reference) in
+sWS VGG equal the plain-autograd reference (tests/_reference.py) in
 float64."""
 import pytest
 import torch
@@ -8,7 +8,8 @@ import ottt_cuda
 from ottt_cuda import nn as onn
 from ottt_cuda.models import VGGWS
 from _firing import ModelWatch
-from test_equivalence_reference import RefNet, rel_err, run_reference, vgg_layers
+from _compare import rel_err
+from _reference import RefNet, run_reference, vgg_layers
 
 T, B, CLASSES, ALPHA = 3, 2, 5, 0.05
 TOL = 1e-8

@@ -1,6 +1,6 @@
 """Neuron options and tau above the ops: the layers, RecurrentLIF, grouped and
 dilated convolutions and convert(), trained with OTTT / SLTT / BPTT in float64,
-equal the plain-autograd reference (test_equivalence_reference) under hard
+equal the plain-autograd reference (tests/_reference.py) under hard
 reset, decay_input, every surrogate and tau != 2. With tau != 2 the trace decay
 1 - 1/tau differs from the default 0.5, so a layer that uses the wrong one fails.
 """
@@ -12,8 +12,8 @@ import torch.nn.functional as F
 import ottt_cuda
 from ottt_cuda import nn as onn
 from _firing import fires
-from test_equivalence_reference import (Heaviside, RefNet, RefNeuron, ReplaceForGrad, ref_loss, ref_standardize,
-                                        rel_err, run_reference)
+from _compare import rel_err
+from _reference import Heaviside, RefNet, RefNeuron, ReplaceForGrad, ref_loss, ref_standardize, run_reference
 
 T, B, CLASSES, ALPHA, TOL = 3, 2, 3, 0.05, 1e-8
 

@@ -8,7 +8,7 @@ import ottt_cuda
 from ottt_cuda.bench.memory import SavedBytes
 from ottt_cuda.models import VGGWS, r400
 from ottt_cuda.train.cli import main
-from test_equivalence_reference import rel_err
+from _compare import rel_err
 
 T, B = 6, 2
 

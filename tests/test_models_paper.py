@@ -15,7 +15,8 @@ import ottt_cuda
 from ottt_cuda import nn as onn
 from ottt_cuda.models import NFResNet, VGGFWS, nf_resnet34, r400, vgg11_ws, vgg11f_ws
 from _firing import assert_fires, recording
-from test_equivalence_reference import ref_standardize, rel_err
+from _compare import rel_err
+from _reference import ref_standardize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GAMMA = 2.74  # the sWS scale after every spiking neuron

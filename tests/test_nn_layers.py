@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import ottt_cuda
 from ottt_cuda import nn as onn
 from ottt_cuda.reference import lif_multistep_ref
-from test_equivalence_reference import rel_err
+from _compare import rel_err
 from _firing import assert_fires, recording
 
 

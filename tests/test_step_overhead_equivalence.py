@@ -19,7 +19,7 @@ from ottt_cuda.models import r400
 from ottt_cuda.training import step_loss
 from _firing import fires
 from conftest import using_backend
-from test_equivalence_reference import rel_err
+from _compare import rel_err
 
 T, B, ALPHA, TOL = 3, 2, 0.05, 1e-10
 BACKENDS = ["torch"] + (["cpu"] if ottt_cuda.build_info()["cpu_compiled"] else [])

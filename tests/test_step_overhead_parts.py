@@ -9,7 +9,8 @@ from ottt_cuda import nn as onn
 from ottt_cuda.nn import _fast
 from ottt_cuda.nn.ws import _row_stats, standardize_backward
 from conftest import using_backend
-from test_equivalence_reference import ref_standardize, rel_err
+from _compare import rel_err
+from _reference import ref_standardize
 
 COMPILED = ottt_cuda.build_info()["cpu_compiled"]
 

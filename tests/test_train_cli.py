@@ -9,24 +9,13 @@ import pytest
 import torch
 
 from ottt_cuda.train import RECIPES, main, parser, resolve
+from _train_cli import last_json, record_train_steps, run_cli, trained_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_KEYS = {"dataset", "mode", "epochs", "test_acc", "best_test_acc", "train_time_s"}
 
 
 pytestmark = pytest.mark.usefixtures("restore_threads")  # --threads changes the global count
-
-
-def run_cli(argv, capsys):
-    rc = main(argv)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def last_json(out):
-    lines = [l for l in out.splitlines() if l.strip()]
-    assert lines, "nothing on stdout"
-    return json.loads(lines[-1])
 
 
 def test_synthetic_end_to_end(tmp_path, capsys):
@@ -46,27 +35,6 @@ def test_synthetic_end_to_end(tmp_path, capsys):
     assert csv_lines[0].startswith("epoch,") and len(csv_lines) == 3
     assert json.loads((tmp_path / "result.json").read_text()) == res
     assert (tmp_path / "checkpoint.pt").is_file()
-
-
-def record_train_steps(monkeypatch):
-    """Wrap the runner's train_step: record the keyword arguments of every call, and the
-    parameters before the first one (to see that the run trained)."""
-    from ottt_cuda.train import runner
-    calls, initial = [], {}
-    real = runner.train_step
-
-    def spy(model, x, y, optimizer, **kw):
-        if not initial:
-            initial.update({k: v.detach().clone() for k, v in model.state_dict().items()})
-        calls.append(kw)
-        return real(model, x, y, optimizer, **kw)
-
-    monkeypatch.setattr(runner, "train_step", spy)
-    return calls, initial
-
-
-def trained_model(out_dir):
-    return torch.load(out_dir / "checkpoint.pt", weights_only=True)["model"]
 
 
 @pytest.mark.parametrize("mode", ["ottt_o", "sltt", "sltt_k", "bptt"])

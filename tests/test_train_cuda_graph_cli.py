@@ -12,7 +12,7 @@ from ottt_cuda import _backend
 from ottt_cuda.nn import _graph
 from ottt_cuda.train import main
 from conftest import cuda_only
-from test_train_cli import record_train_steps, run_cli, trained_model, last_json
+from _train_cli import last_json, record_train_steps, run_cli, trained_model
 
 pytestmark = pytest.mark.usefixtures("restore_threads")
 

@@ -4,7 +4,7 @@ import torch
 
 import ottt_cuda
 from ottt_cuda.models import VGGWS
-from test_equivalence_reference import rel_err
+from _compare import rel_err
 
 T, B = 3, 2
 
