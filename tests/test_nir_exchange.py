@@ -14,6 +14,7 @@ nir = pytest.importorskip("nir", reason="from_nir/to_nir need the NIR library: p
 
 import ottt_cuda  # noqa: E402
 from ottt_cuda import nn as onn  # noqa: E402
+from ottt_cuda.convert import IF_TAU  # noqa: E402 (convert()'s IF: an LIF whose leak is 0 in float64)
 from ottt_cuda.nir_exchange import NIRConversionError  # noqa: E402
 
 DT = 1e-4  # snnTorch's export/import time step
@@ -40,6 +41,17 @@ def _run(net, x_seq, membranes):
             outs.append(net(x))
             mems.append([v.clone() for v in membranes()])
     return torch.stack(outs), mems
+
+
+def _run_stateful(net, x_seq):
+    """The outputs over x_seq of a graph module called as net(x, state) -> (y, state) (nirtorch's, and the
+    importers built on it)."""
+    outs, state = [], None
+    with torch.no_grad():
+        for x in x_seq:
+            y, state = net(x, state)
+            outs.append(y)
+    return torch.stack(outs)
 
 
 def _run_snn(net, leakies, x_seq):
@@ -319,9 +331,6 @@ def _soft_chain(v_reset=None):
                          onn.Linear(4, 3, dtype=torch.float64))
 
 
-IF_TAU = 1e30  # convert()'s IF: an LIF whose leak is 0 in float64
-
-
 @pytest.mark.parametrize("kind", ["soft_chain", "r400"])
 def test_soft_reset_and_recurrence_run_the_same_on_an_independent_nir_executor(kind):
     if kind == "soft_chain":
@@ -335,14 +344,9 @@ def test_soft_reset_and_recurrence_run_the_same_on_an_independent_nir_executor(k
     assert subgraphs and all(any(isinstance(m, nir.Threshold) for m in g.nodes.values()) for g in subgraphs)
     executor = _nirtorch_executor(graph, 1e-3)
     x_seq = torch.rand(T, 3, *shape, dtype=torch.float64) * 3
-    out, state = [], None
-    with torch.no_grad():
-        for x in x_seq:
-            y, state = executor(x, state)
-            out.append(y)
     ours, _ = _run_ottt(model, x_seq)
     assert ours.abs().sum() > 0
-    torch.testing.assert_close(ours, torch.stack(out), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours, _run_stateful(executor, x_seq), rtol=1e-12, atol=1e-12)
     if kind == "soft_chain":  # the reset to 0 computes something else on the same input: the check can fail
         assert not torch.allclose(_run_ottt(_soft_chain(v_reset=0.0), x_seq)[0], ours)
 
@@ -421,14 +425,9 @@ def test_ottt_recurrent_to_nir_to_snntorch_computes_the_same():
                           onn.Linear(7, 3, trace_decay=0.75))
     net = import_from_nir(ottt_cuda.to_nir(model, dt=DT, input_shape=(5,)))
     x_seq = torch.rand(T, 2, 5) * 2
-    outs, state = [], None
-    with torch.no_grad():
-        for x in x_seq:
-            y, state = net(x, state)
-            outs.append(y)
     ours, _ = _run_ottt(model, x_seq)
     assert ours.abs().sum() > 0
-    torch.testing.assert_close(ours, torch.stack(outs), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours, _run_stateful(net, x_seq), rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------------- what is refused, one test each
@@ -622,11 +621,6 @@ def test_ottt_to_nir_to_spikingjelly_computes_the_same():
     gm = nir_exchange.import_from_nir(ottt_cuda.to_nir(model, dt=DT, input_shape=(2, 6, 6)), dt=DT,
                                       dtype=torch.float64)
     x_seq = torch.rand(T, 3, 2, 6, 6, dtype=torch.float64) * 2
-    outs, state = [], None
-    with torch.no_grad():
-        for x in x_seq:
-            out, state = gm(x, state)
-            outs.append(out)
     o_out, _ = _run_ottt(model, x_seq)
     assert o_out.abs().sum() > 0
-    torch.testing.assert_close(o_out, torch.stack(outs), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(o_out, _run_stateful(gm, x_seq), rtol=1e-10, atol=1e-10)
